@@ -1,0 +1,72 @@
+"""Settings of the test suite; the database comes from DATABASE_URL.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/backfill python -m pytest
+    DATABASE_URL=sqlite:////tmp/backfill.sqlite3 python -m pytest
+
+pytest-django creates the test database next to it (test_backfill, or test_backfill.sqlite3).
+SQLite's test database is a file, not memory, so subprocess tests can share it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import environ
+
+env = environ.Env()
+
+DATABASES = {
+    "default": env.db(
+        "DATABASE_URL",
+        default=f"sqlite:///{Path(tempfile.gettempdir()) / 'backfill-tests.sqlite3'}",
+    ),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    _sqlite_path = Path(DATABASES["default"]["NAME"])
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(_sqlite_path.with_name(f"test_{_sqlite_path.name}"))
+    }
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.admin",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "backfill",
+    "example_site.blog",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ROOT_URLCONF = "example_site.urls"
+SECRET_KEY = "backfill-tests-not-secret"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"null": {"class": "logging.NullHandler"}},
+    "loggers": {"backfill": {"handlers": ["null"], "propagate": True, "level": "DEBUG"}},
+}
