@@ -344,7 +344,7 @@ def test_cluster_settings_reach_the_server(pg_binaries: Path) -> None:
 
     with pgcluster.Cluster(settings={"work_mem": "7MB", "wal_level": "replica"}) as cluster:
         with psycopg.connect(cluster.url()) as conn:
-            settings = dict(
+            settings: dict[str, str] = dict(
                 conn.execute(
                     "SELECT name, setting FROM pg_settings "
                     "WHERE name IN ('work_mem', 'wal_level', 'listen_addresses', 'port')"

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.core.management.color import no_style
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from example_site.blog.models import BlogPost
@@ -28,6 +28,12 @@ SQLITE_INSERT = (
     "SELECT lower(hex(randomblob(16))), lower(hex(randomblob(16))) FROM counter"
 )
 INSERT_SQL = {"postgresql": POSTGRESQL_INSERT, "sqlite": SQLITE_INSERT}
+
+
+def _column(field_name: str) -> str:
+    field = BlogPost._meta.get_field(field_name)
+    assert isinstance(field, models.Field) and field.column
+    return field.column
 
 
 class Command(BaseCommand):
@@ -88,8 +94,8 @@ class Command(BaseCommand):
         quote = connection.ops.quote_name
         insert_sql = INSERT_SQL[connection.vendor].format(
             table=quote(meta.db_table),
-            title=quote(meta.get_field("title").column),
-            author=quote(meta.get_field("author").column),
+            title=quote(_column("title")),
+            author=quote(_column("author")),
         )
 
         if options["truncate"]:
