@@ -1,0 +1,56 @@
+# One target per habit. Everything runs from .venv/bin, so nothing needs an activated venv.
+#   make demo   the example site on SQLite (or DATABASE_URL): migrate, seed, run a backfill
+#   make test   lint, then the test suite on PostgreSQL and on SQLite
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements-installed
+SQLITE_TEST_URL := sqlite:///$(CURDIR)/.test-sqlite.sqlite3
+
+.PHONY: venv demo test test-pg test-sqlite lint format bench seed-4m
+
+venv: $(STAMP)
+
+# Re-installs only when a requirements file changed since the last install.
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
+	touch $@
+
+demo: venv
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_blogposts --rows 200000 --truncate
+	$(BIN)/python manage.py backfill_iterate blog.BlogPost --only author --progress bar
+
+# Both databases run even when the first fails; the target fails if either did.
+test: lint
+	@status=0; \
+	$(MAKE) --no-print-directory test-pg || status=1; \
+	$(MAKE) --no-print-directory test-sqlite || status=1; \
+	exit $$status
+
+# PostgreSQL from DATABASE_URL, else 127.0.0.1:5432, else a throwaway cluster (scripts/pgcluster.py).
+test-pg: venv
+	$(BIN)/python scripts/pgcluster.py run -- $(BIN)/python -m pytest
+
+test-sqlite: venv
+	DATABASE_URL=$(SQLITE_TEST_URL) $(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: venv
+	$(BIN)/python scripts/bench.py
+
+# The 4,000,000-row dataset in DATABASE_URL (default: the example site's SQLite file), replacing
+# whatever blog_blogpost held.
+seed-4m: venv
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_blogposts --rows 4000000 --truncate
