@@ -1,0 +1,35 @@
+"""backfill: chunked, resumable, throttled data backfills for Django.
+
+The public API: ``update``, ``iterate``, ``cursor`` (run a backfill), ``register`` (name a
+transform in ``<app>/backfills.py``), the ``Result`` they return and the exceptions they raise.
+"""
+
+from __future__ import annotations
+
+from backfill.api import cursor, iterate, update
+from backfill.exceptions import (
+    BackfillError,
+    BadInput,
+    ChunkFailed,
+    InsideTransaction,
+    Interrupted,
+    RunBusy,
+    TransformFailed,
+)
+from backfill.registry import register
+from backfill.result import Result
+
+__all__ = [
+    "BackfillError",
+    "BadInput",
+    "ChunkFailed",
+    "InsideTransaction",
+    "Interrupted",
+    "Result",
+    "RunBusy",
+    "TransformFailed",
+    "cursor",
+    "iterate",
+    "register",
+    "update",
+]

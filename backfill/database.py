@@ -1,0 +1,148 @@
+"""What differs between database backends: timeouts, estimates, errors worth retrying."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.db import connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+TRANSIENT_SQLSTATES = {
+    "55P03": "lock timeout",
+    "40P01": "deadlock",
+    "40001": "serialization failure",
+    "57014": "statement timeout",
+    "57P01": "server shutting down (admin shutdown / terminated)",
+    "57P02": "server crash shutdown",
+    "57P03": "server not accepting connections yet",
+    "53300": "too many connections",
+}
+SHRINK_REASONS = {"lock timeout", "deadlock", "statement timeout"}
+
+
+def is_postgres(connection: BaseDatabaseWrapper) -> bool:
+    return connection.vendor == "postgresql"
+
+
+def describe(alias: str) -> str:
+    """``default (postgresql 127.0.0.1:5432/app)``: never the password."""
+    settings = connections[alias].settings_dict
+    engine = connections[alias].vendor
+    if engine == "sqlite":
+        return f"{alias} (sqlite {settings.get('NAME')})"
+    host = settings.get("HOST") or "localhost"
+    port = settings.get("PORT") or "default port"
+    return f"{alias} ({engine} {host}:{port}/{settings.get('NAME')})"
+
+
+def set_local_timeouts(
+    connection: BaseDatabaseWrapper, lock_timeout: float | None, statement_timeout: float | None
+) -> None:
+    """Bound this transaction's waits; ``set_config(..., true)`` is ``SET LOCAL`` with parameters."""
+    if not is_postgres(connection):
+        return
+    settings = []
+    if lock_timeout:
+        settings.append(("lock_timeout", f"{int(lock_timeout * 1000)}ms"))
+    if statement_timeout:
+        settings.append(("statement_timeout", f"{int(statement_timeout * 1000)}ms"))
+    if not settings:
+        return
+    sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in settings)
+    params = [p for pair in settings for p in pair]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def transient_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` is worth a retry (lock timeout, lost connection…), or None when it is not."""
+    from django.db import InterfaceError, OperationalError
+
+    cause = exc.__cause__ or exc
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate in TRANSIENT_SQLSTATES:
+        return TRANSIENT_SQLSTATES[sqlstate]
+    if sqlstate and sqlstate.startswith("08"):
+        return "connection failure"
+    if isinstance(exc, InterfaceError):
+        return "connection closed"
+    if isinstance(exc, OperationalError):
+        text = str(exc).lower()
+        if "database is locked" in text or "database table is locked" in text:
+            return "database is locked"
+        if sqlstate is None:
+            # psycopg raises OperationalError without a state when the socket breaks.
+            return "connection lost"
+    return None
+
+
+def table_rows(connection: BaseDatabaseWrapper, model: type[models.Model], *, exact: bool) -> int:
+    """Rows in the model's table: the planner's estimate on PostgreSQL unless exact is asked."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    with connection.cursor() as cursor:
+        if is_postgres(connection) and not exact:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [table]
+            )
+            row = cursor.fetchone()
+            if row and row[0] is not None and row[0] >= 0:
+                return int(row[0])
+            # Never analysed: ask the planner instead (still no full scan).
+            cursor.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table}")
+            plan: Any = cursor.fetchone()[0]  # type: ignore[index]
+            if isinstance(plan, str):
+                plan = json.loads(plan)
+            return int(plan[0]["Plan"]["Plan Rows"])
+        cursor.execute(f"SELECT COUNT(*) FROM {table}")
+        return int(cursor.fetchone()[0])  # type: ignore[index]
+
+
+def query_param_limit(connection: BaseDatabaseWrapper) -> int:
+    """How many ``?`` parameters one statement may carry (SQLite); PostgreSQL arrays need 1/column."""
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        connection.ensure_connection()
+        raw = connection.connection
+        if raw is not None and hasattr(raw, "getlimit"):
+            return int(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    limit = connection.features.max_query_params
+    return int(limit) if limit else 65_535
+
+
+PRIMARY_LAG_SQL = (
+    "SELECT application_name, COALESCE(EXTRACT(EPOCH FROM replay_lag), 0) FROM pg_stat_replication"
+)
+REPLICA_LAG_SQL = (
+    "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 "
+    "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END"
+)
+
+
+def replica_lag(using: str, replica_aliases: list[str]) -> tuple[float, str] | None:
+    """The worst replica lag in seconds and which replica it is, or None when there is none.
+
+    With replica aliases configured each replica is asked directly (``now()`` minus the last
+    replayed transaction's time); otherwise the primary's ``pg_stat_replication.replay_lag``
+    is used, which keeps growing while a replica's replay is stuck.
+    """
+    worst: tuple[float, str] | None = None
+    if replica_aliases:
+        for alias in replica_aliases:
+            with connections[alias].cursor() as cursor:
+                cursor.execute(REPLICA_LAG_SQL)
+                lag = float(cursor.fetchone()[0])  # type: ignore[index]
+            if worst is None or lag > worst[0]:
+                worst = (lag, describe(alias))
+        return worst
+    connection = connections[using]
+    if not is_postgres(connection):
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(PRIMARY_LAG_SQL)
+        for name, lag in cursor.fetchall():
+            if worst is None or float(lag) > worst[0]:
+                worst = (float(lag), f"replica {name or '(unnamed)'}")
+    return worst

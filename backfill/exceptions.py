@@ -1,0 +1,59 @@
+"""The failures backfill can report, each mapped once to an exit code at the edge."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backfill.result import Result
+
+
+class BackfillError(Exception):
+    """Base class of every error backfill raises on purpose."""
+
+    exit_code = 1
+
+
+class BadInput(BackfillError):
+    """The request cannot run as given; nothing was written."""
+
+    exit_code = 2
+
+
+class InsideTransaction(BadInput):
+    """Chunked commits were requested inside an outer ``atomic()`` block."""
+
+
+class ChunkFailed(BackfillError):
+    """A chunk kept failing. Everything before it is committed and checkpointed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, result: Result | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class TransformFailed(ChunkFailed):
+    """The transform raised on one row; its chunk was rolled back."""
+
+    def __init__(self, message: str, *, pk: Any, error: BaseException) -> None:
+        super().__init__(message)
+        self.pk = pk
+        self.error = error
+
+
+class Interrupted(BackfillError):
+    """The run stopped early and can resume: a signal, --max-runtime, pause or cancel."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, result: Result) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class RunBusy(BackfillError):
+    """Another live process holds this run."""
+
+    exit_code = 4

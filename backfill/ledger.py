@@ -1,0 +1,343 @@
+"""How a run is checkpointed: the run row, its chunks, and the workers holding it.
+
+The ledger lives in the same database as the data, so a chunk's write and the advance of its
+checkpoint commit together: a process killed at any instant leaves either both or neither.
+Chunks are claimed with ``SELECT … FOR UPDATE SKIP LOCKED``; a claim is the row lock itself,
+so a worker that dies releases its chunk with its connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from backfill.chunks import Chunk, KeyPlanner
+from backfill.database import table_rows
+from backfill.exceptions import BadInput, RunBusy
+from backfill.models import Chunk as ChunkRow
+from backfill.models import Run, Worker
+from backfill.strategies import ChunkWork
+
+
+@dataclass(frozen=True)
+class Claim:
+    chunk: Chunk | None
+    requested: str = ""
+
+
+def identity() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
+def _ago(moment: Any) -> str:
+    if moment is None:
+        return "never"
+    return f"{(timezone.now() - moment).total_seconds():.0f} s ago"
+
+
+class Ledger:
+    def __init__(self, using: str, planner: KeyPlanner, *, lease: float) -> None:
+        self.using = using
+        self.planner = planner
+        self.lease = lease
+        self.host, self.pid = identity()
+        self.worker_name = f"{self.host}:{self.pid}"
+
+    # -- starting and leaving -------------------------------------------------------------
+
+    def start(
+        self,
+        *,
+        name: str,
+        strategy: str,
+        model_label: str,
+        spec: dict[str, Any],
+        restart: bool,
+        parallel: bool,
+        batch_size: int,
+        exact_count: bool,
+    ) -> tuple[Run, bool]:
+        """Create or resume the run and register this process as a worker of it.
+
+        Returns the run and whether it resumed earlier progress. A completed run is returned
+        as it is (the caller reports "already completed"). Raises RunBusy when another live
+        process holds the run, BadInput when the name belongs to a different backfill or to
+        a cancelled run.
+        """
+        spec = json.loads(json.dumps(spec, default=str))
+        for attempt in (1, 2):
+            try:
+                with transaction.atomic(using=self.using):
+                    return self._start(
+                        name,
+                        strategy,
+                        model_label,
+                        spec,
+                        restart,
+                        parallel,
+                        batch_size,
+                        exact_count,
+                    )
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(
+        self,
+        name: str,
+        strategy: str,
+        model_label: str,
+        spec: dict[str, Any],
+        restart: bool,
+        parallel: bool,
+        batch_size: int,
+        exact_count: bool,
+    ) -> tuple[Run, bool]:
+        runs = Run.objects.using(self.using)
+        run = runs.select_for_update().filter(name=name).first()
+        created = run is None
+        if run is None:
+            run = runs.create(
+                name=name,
+                strategy=strategy,
+                model_label=model_label,
+                spec=spec,
+                parallel=parallel,
+                batch_size=batch_size,
+            )
+        now = timezone.now()
+        workers = Worker.objects.using(self.using).filter(run=run)
+        live = list(workers.filter(heartbeat_at__gte=now - timedelta(seconds=self.lease)))
+        live = [w for w in live if (w.host, w.pid) != (self.host, self.pid)]
+        if live and (restart or not parallel or not run.parallel):
+            holder = live[0]
+            raise RunBusy(
+                f"Run {name!r} is already being worked by {holder.host} pid {holder.pid} "
+                f"(last heartbeat {_ago(holder.heartbeat_at)}). Wait for it or stop it "
+                f"(SIGTERM); a dead process's claim expires {self.lease:.0f} s after its last "
+                "heartbeat. To work it in parallel, start every process with --workers."
+            )
+        if not created and not restart:
+            if run.status == Run.Status.COMPLETED:
+                return run, True
+            if run.status == Run.Status.CANCELLED:
+                raise BadInput(
+                    f"Run {name!r} was cancelled{' by ' + run.requested_by if run.requested_by else ''}."
+                    " Pass --restart to start it over from the beginning, or --name for a new run."
+                )
+            if run.spec != spec or run.model_label != model_label or run.strategy != strategy:
+                raise BadInput(
+                    f"Run {name!r} was started as a different backfill ({run.strategy} "
+                    f"{run.model_label} {json.dumps(run.spec, sort_keys=True)}). Pass another "
+                    "--name, or --restart to replace it."
+                )
+        resumed = not created and not restart and (run.chunks_done > 0 or run.frontier is not None)
+        if created or restart:
+            ChunkRow.objects.using(self.using).filter(run=run).delete()
+            bounds = self.planner.key_range()
+            run.spec = spec
+            run.strategy = strategy
+            run.model_label = model_label
+            run.pk_end = self.planner.to_text(bounds.last) if bounds else None
+            run.frontier = None
+            run.planned_all = bounds is None
+            run.estimated_rows = table_rows(
+                self.planner.connection, self.planner.model, exact=exact_count
+            )
+            run.rows_scanned = run.rows_changed = run.chunks_done = 0
+            run.work_seconds = 0.0
+            run.started_at = now
+            run.finished_at = None
+            run.last_error = ""
+        run.status = Run.Status.RUNNING
+        run.requested = Run.Request.NONE
+        run.requested_by = ""
+        run.parallel = parallel
+        run.batch_size = batch_size
+        run.heartbeat_at = now
+        run.save(using=self.using)
+        workers.filter(heartbeat_at__lt=now - timedelta(seconds=self.lease)).delete()
+        Worker.objects.using(self.using).update_or_create(
+            run=run, host=self.host, pid=self.pid, defaults={"heartbeat_at": now}
+        )
+        return run, resumed
+
+    def leave(self, run: Run) -> None:
+        Worker.objects.using(self.using).filter(run=run, host=self.host, pid=self.pid).delete()
+
+    def heartbeat(self, run: Run) -> None:
+        now = timezone.now()
+        Worker.objects.using(self.using).filter(run=run, host=self.host, pid=self.pid).update(
+            heartbeat_at=now
+        )
+        Run.objects.using(self.using).filter(pk=run.pk).update(heartbeat_at=now)
+
+    # -- chunks -----------------------------------------------------------------------------
+
+    def claim(self, run: Run, size: int, *, plan_inline: bool) -> Claim:
+        """In the chunk's transaction: lock the next chunk to work, planning it if allowed.
+
+        With one worker the run row is locked and the next chunk planned in the same
+        transaction that writes it; parallel workers plan in their own short transactions
+        (``plan``) and claim pending chunks with SKIP LOCKED.
+        """
+        runs = Run.objects.using(self.using).filter(pk=run.pk)
+        if plan_inline:
+            state = runs.select_for_update().values("requested", "frontier", "planned_all").get()
+        else:
+            state = runs.values("requested", "frontier", "planned_all").get()
+        if state["requested"]:
+            return Claim(None, state["requested"])
+        pending = (
+            ChunkRow.objects.using(self.using)
+            .select_for_update(skip_locked=True)
+            .filter(run=run, status=ChunkRow.Status.PENDING)
+            .order_by("id")
+            .values("id", "lo", "hi", "rows_scanned")
+            .first()
+        )
+        if pending is not None:
+            return Claim(
+                Chunk(
+                    self.planner.from_text(pending["lo"]),
+                    self.planner.from_text(pending["hi"]),
+                    pending["id"],
+                    pending["rows_scanned"],
+                )
+            )
+        if not plan_inline or state["planned_all"]:
+            return Claim(None)
+        planned = self.planner.next_chunk(
+            self.planner.from_text(state["frontier"]), self.planner.from_text(run.pk_end), size
+        )
+        if planned is None:
+            runs.update(planned_all=True)
+            return Claim(None)
+        return Claim(planned)
+
+    def plan(self, run: Run, size: int) -> bool:
+        """Parallel mode: append one pending chunk in its own transaction. False when none left."""
+        with transaction.atomic(using=self.using):
+            runs = Run.objects.using(self.using).filter(pk=run.pk)
+            state = runs.select_for_update().values("frontier", "planned_all").get()
+            if state["planned_all"]:
+                return False
+            planned = self.planner.next_chunk(
+                self.planner.from_text(state["frontier"]), self.planner.from_text(run.pk_end), size
+            )
+            if planned is None:
+                runs.update(planned_all=True)
+                return False
+            ChunkRow.objects.using(self.using).create(
+                run=run,
+                lo=self.planner.to_text(planned.lo),
+                hi=self.planner.to_text(planned.hi),
+                rows_scanned=planned.keys,
+            )
+            runs.update(frontier=self.planner.to_text(planned.hi))
+            return True
+
+    def split(self, chunk: Chunk) -> None:
+        """Parallel mode, after a timeout: cut a pending chunk in two so the retry is smaller."""
+        if chunk.id is None:
+            return
+        with transaction.atomic(using=self.using):
+            row = (
+                ChunkRow.objects.using(self.using)
+                .select_for_update(skip_locked=True)
+                .filter(pk=chunk.id, status=ChunkRow.Status.PENDING)
+                .first()
+            )
+            if row is None:
+                return
+            mid = self.planner.midpoint(chunk)
+            if mid is None:
+                return
+            half = row.rows_scanned // 2
+            ChunkRow.objects.using(self.using).create(
+                run_id=row.run_id,
+                lo=self.planner.to_text(mid),
+                hi=row.hi,
+                rows_scanned=row.rows_scanned - half,
+            )
+            row.hi = self.planner.to_text(mid)
+            row.rows_scanned = half
+            row.save(using=self.using, update_fields=["hi", "rows_scanned"])
+
+    def complete(self, run: Run, chunk: Chunk, work: ChunkWork, seconds: float) -> None:
+        """In the chunk's transaction: record it done and advance the run's counters."""
+        now = timezone.now()
+        chunks = ChunkRow.objects.using(self.using)
+        counters: dict[str, Any] = {
+            "rows_scanned": F("rows_scanned") + chunk.keys,
+            "rows_changed": F("rows_changed") + work.rows_changed,
+            "chunks_done": F("chunks_done") + 1,
+            "work_seconds": F("work_seconds") + seconds,
+            "heartbeat_at": now,
+        }
+        if chunk.id is None:
+            chunks.create(
+                run=run,
+                lo=self.planner.to_text(chunk.lo),
+                hi=self.planner.to_text(chunk.hi),
+                status=ChunkRow.Status.DONE,
+                rows_scanned=chunk.keys,
+                rows_changed=work.rows_changed,
+                worker=self.worker_name,
+                finished_at=now,
+            )
+            counters["frontier"] = self.planner.to_text(chunk.hi)
+        else:
+            chunks.filter(pk=chunk.id).update(
+                status=ChunkRow.Status.DONE,
+                rows_changed=work.rows_changed,
+                worker=self.worker_name,
+                finished_at=now,
+            )
+        Run.objects.using(self.using).filter(pk=run.pk).update(**counters)
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def finish(self, run: Run) -> bool:
+        """Mark the run completed when every chunk is planned and done."""
+        with transaction.atomic(using=self.using):
+            runs = Run.objects.using(self.using).filter(pk=run.pk)
+            state = runs.select_for_update().values("planned_all").get()
+            pending = ChunkRow.objects.using(self.using).filter(
+                run=run, status=ChunkRow.Status.PENDING
+            )
+            if not state["planned_all"] or pending.exists():
+                return False
+            runs.update(status=Run.Status.COMPLETED, finished_at=timezone.now(), last_error="")
+            return True
+
+    def stop(self, run: Run, status: str, error: str = "") -> None:
+        fields: dict[str, Any] = {"status": status, "heartbeat_at": timezone.now()}
+        if error:
+            fields["last_error"] = error
+        Run.objects.using(self.using).filter(pk=run.pk).update(**fields)
+
+    def refresh(self, run: Run) -> Run:
+        return Run.objects.using(self.using).get(pk=run.pk)
+
+    def checkpoint(self, run: Run) -> Any:
+        """The key below which every chunk is done: the lowest pending chunk, or the frontier."""
+        fresh = self.refresh(run)
+        lowest = (
+            ChunkRow.objects.using(self.using)
+            .filter(run=run, status=ChunkRow.Status.PENDING)
+            .order_by("id")
+            .values_list("lo", flat=True)
+            .first()
+        )
+        text = lowest if lowest is not None else fresh.frontier
+        return self.planner.from_text(text)

@@ -1,0 +1,189 @@
+"""What the three backfill commands share: options, reporters, rendering, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS, models
+
+from backfill import events, schema
+from backfill.exceptions import BackfillError, BadInput, ChunkFailed, Interrupted
+from backfill.filters import parse_filters
+from backfill.progress import BarReporter, LogReporter, summary_line
+from backfill.result import Result
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadInput(f"--batch-size {text!r} is not a whole number. Pass e.g. --batch-size 2000.") from None
+    if value <= 0:
+        raise BadInput(f"--batch-size must be positive, got {value}. Pass e.g. --batch-size 2000.")
+    return value
+
+
+class BackfillCommand(BaseCommand):
+    """Base of backfill_update / backfill_iterate / backfill_cursor."""
+
+    strategy = ""
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("model", help="app_label.ModelName, e.g. blog.BlogPost")
+        self.add_strategy_arguments(parser)
+        parser.add_argument("--filter", action="append", default=[], metavar="LOOKUP=V",
+                            help="Only rows matching this Django lookup (repeatable).")
+        parser.add_argument("--exclude", action="append", default=[], metavar="LOOKUP=V",
+                            help="Skip rows matching this Django lookup (repeatable).")
+        parser.add_argument("--batch-size", metavar="N",
+                            help="Rows per chunk (the starting size when --target-chunk-time adapts it).")
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS,
+                            help='Database alias (default "default").')
+        parser.add_argument("--dry-run", action="store_true",
+                            help="Print the plan and a preview of the first chunk; write nothing.")
+        parser.add_argument("--name", help="The run's identity (default: derived from the command).")
+        parser.add_argument("--restart", action="store_true",
+                            help="Ignore this run's checkpoint and start from the beginning.")
+        parser.add_argument("--max-runtime", type=float, metavar="SECONDS",
+                            help="Stop cleanly (checkpointed, exit 3) after this long.")
+        parser.add_argument("--sleep", type=float, metavar="S", help="Pause after each chunk.")
+        parser.add_argument("--target-chunk-time", type=float, metavar="S",
+                            help="Adapt the chunk size so each chunk takes about this long.")
+        parser.add_argument("--max-rate", type=float, metavar="ROWS_PER_S",
+                            help="Never go faster than this many rows per second.")
+        parser.add_argument("--lock-timeout", type=float, metavar="S",
+                            help="PostgreSQL lock_timeout per chunk (SET LOCAL).")
+        parser.add_argument("--statement-timeout", type=float, metavar="S",
+                            help="PostgreSQL statement_timeout per chunk (SET LOCAL).")
+        parser.add_argument("--max-replica-lag", type=float, metavar="S",
+                            help="Pause while a replica lags more than this (PostgreSQL).")
+        parser.add_argument("--vacuum-every", type=float, metavar="SHARE",
+                            help="VACUUM the table after each such share of it (0.1 = 10%%).")
+        parser.add_argument("--count", choices=["estimate", "exact"], default="estimate",
+                            help="Total rows from the planner's estimate (default) or COUNT(*).")
+        parser.add_argument("--workers", type=int, default=1, metavar="N",
+                            help="N processes working this run in parallel (PostgreSQL).")
+        parser.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto",
+                            help="auto: a bar on a terminal, log lines otherwise.")
+        parser.add_argument("--json", action="store_true",
+                            help="Print the final summary as one JSON object on stdout.")
+
+    def add_strategy_arguments(self, parser: ArgumentParser) -> None:
+        raise NotImplementedError
+
+    def run_backfill(
+        self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
+    ) -> Result:
+        raise NotImplementedError
+
+    # -- the shared flow ---------------------------------------------------------------
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            model = schema.resolve_model(options["model"])
+            if options.get("only") and options.get("defer"):
+                raise BadInput("--only and --defer cannot be used together; pass one of them.")
+            where = parse_filters(model, options["filter"], options["exclude"])
+            queryset = model._base_manager.using(options["database"]).filter(where)
+            result = self.run_backfill(model, queryset, options, **self.common(options))
+        except Interrupted as exc:
+            self.render(exc.result, options)
+            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+        except ChunkFailed as exc:
+            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+        except BackfillError as exc:
+            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+        self.render(result, options)
+
+    def common(self, options: dict[str, Any]) -> dict[str, Any]:
+        batch = options.get("batch_size")
+        return {
+            "batch_size": _positive_int(str(batch)) if batch is not None else None,
+            "name": options.get("name"),
+            "restart": options["restart"],
+            "dry_run": options["dry_run"],
+            "max_runtime": options.get("max_runtime"),
+            "sleep": options.get("sleep"),
+            "target_chunk_time": options.get("target_chunk_time"),
+            "max_rate": options.get("max_rate"),
+            "lock_timeout": options.get("lock_timeout"),
+            "statement_timeout": options.get("statement_timeout"),
+            "max_replica_lag": options.get("max_replica_lag"),
+            "vacuum_every": options.get("vacuum_every"),
+            "count": options["count"],
+            "workers": options["workers"],
+            "reporter": self.reporter(options),
+        }
+
+    def reporter(self, options: dict[str, Any]) -> events.Reporter:
+        verbosity = int(options.get("verbosity", 1))
+        mode = options["progress"]
+        if verbosity == 0 or mode == "none" or options["dry_run"]:
+            return events.ignore
+        stream = self.stderr._out
+        if mode == "auto":
+            mode = "bar" if getattr(stream, "isatty", lambda: False)() else "log"
+        if mode == "bar":
+            return BarReporter(stream, verbosity)
+        from backfill.conf import get_setting
+
+        return LogReporter(stream, verbosity, interval=float(get_setting("LOG_INTERVAL")))
+
+    # -- output ------------------------------------------------------------------------
+
+    def render(self, result: Result, options: dict[str, Any]) -> None:
+        if options["json"]:
+            self.stdout.write(json.dumps(result.as_dict(), default=str))
+            return
+        if int(options.get("verbosity", 1)) == 0:
+            return
+        if result.plan is not None:
+            self.render_plan(result)
+            return
+        if result.status in ("completed", "already completed"):
+            self.stdout.write(self.style.SUCCESS(result.message))
+        else:
+            self.stdout.write(result.message)
+        if result.status != "already completed":
+            self.stdout.write(summary_line(result))
+        if result.total_chunks != result.chunks:
+            self.stdout.write(
+                f"run total: scanned {result.total_rows_scanned:,} rows, changed "
+                f"{result.total_rows_changed:,}, {result.total_chunks:,} chunks"
+            )
+
+    def render_plan(self, result: Result) -> None:
+        plan = result.plan
+        assert plan is not None
+        out = self.stdout.write
+        out(f"Dry run of {result.name!r} on database {result.database!r}; nothing is written.")
+        out(f"  table            {plan.table}")
+        out(f"  primary keys     {plan.first_key!r} .. {plan.last_key!r}")
+        out(f"  estimated rows   {plan.estimated_rows:,}" if plan.estimated_rows is not None
+            else "  estimated rows   unknown")
+        out(f"  chunks           ~{plan.estimated_chunks:,} of {plan.batch_size:,} rows")
+        out("First chunk:")
+        for statement in plan.statements:
+            out(f"  {statement}")
+        if plan.explain:
+            out("EXPLAIN of the first chunk's read:")
+            for line in plan.explain:
+                out(f"  {line}")
+        for warning in plan.warnings:
+            out(self.style.WARNING(f"warning: {warning}"))
+        if not plan.preview:
+            out("Preview: no row of the first chunk would change.")
+        else:
+            out(f"Preview of the first chunk ({len(plan.preview)} changed rows shown):")
+            for row in plan.preview:
+                changes = ", ".join(
+                    f"{name}: {row['before'].get(name)!r} -> {value!r}"
+                    for name, value in row["after"].items()
+                )
+                out(f"  pk={row['pk']!r}  {changes}")
+
+

@@ -1,0 +1,69 @@
+"""How fast a run goes: chunk size adapting to a target time, a fixed sleep, a rate cap.
+
+The chunk size follows a weighted average of rows per second, as pt-online-schema-change does:
+``next = average_rate * target_chunk_time``, bounded by a minimum and maximum and by a growth
+cap per step, so one fast chunk cannot make the next one enormous. Time is injected: tests give
+a fake clock and never sleep.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Clock = Callable[[], float]
+
+WEIGHT = 0.3  # share of the newest chunk in the average rate
+GROWTH_CAP = 2.0  # a chunk is at most this many times the previous one
+
+
+@dataclass
+class Pacer:
+    batch_size: int
+    target_chunk_time: float | None = None
+    min_size: int = 100
+    max_size: int = 100_000
+    sleep: float = 0.0
+    max_rate: float | None = None
+    clock: Clock = time.monotonic
+    rate: float | None = field(default=None, init=False)
+    rows: int = field(default=0, init=False)
+    started: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.size = self.batch_size
+        if self.target_chunk_time:
+            self.size = max(self.min_size, min(self.max_size, self.size))
+        if self.max_rate:
+            # A chunk larger than one second's budget would burst past the cap.
+            self.size = max(1, min(self.size, int(self.max_rate)))
+
+    def start(self) -> None:
+        self.started = self.clock()
+
+    def record(self, rows: int, seconds: float) -> None:
+        """Account for a finished chunk and choose the next chunk's size."""
+        self.rows += rows
+        if not self.target_chunk_time or rows <= 0:
+            return
+        rate = rows / max(seconds, 1e-6)
+        self.rate = rate if self.rate is None else WEIGHT * rate + (1 - WEIGHT) * self.rate
+        wanted = int(self.rate * self.target_chunk_time)
+        wanted = min(wanted, int(self.size * GROWTH_CAP))
+        self.size = max(self.min_size, min(self.max_size, wanted))
+        if self.max_rate:
+            self.size = max(1, min(self.size, int(self.max_rate)))
+
+    def shrink(self) -> int:
+        """Halve the chunk after a lock timeout or statement timeout."""
+        self.size = max(1, self.size // 2)
+        return self.size
+
+    def delay(self) -> float:
+        """Seconds to wait before the next chunk: the fixed sleep, or longer to hold the cap."""
+        wait = self.sleep
+        if self.max_rate and self.started is not None:
+            due = self.started + self.rows / self.max_rate
+            wait = max(wait, due - self.clock())
+        return max(0.0, wait)

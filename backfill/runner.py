@@ -1,0 +1,530 @@
+"""The engine: plan a chunk, run it in one short transaction, checkpoint, pace, report, repeat."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connections, transaction
+
+from backfill import database, events
+from backfill.chunks import Chunk, KeyPlanner
+from backfill.conf import Options, get_setting
+from backfill.exceptions import (
+    BadInput,
+    ChunkFailed,
+    InsideTransaction,
+    Interrupted,
+    TransformFailed,
+)
+from backfill.ledger import Ledger
+from backfill.models import Run
+from backfill.pacing import Pacer
+from backfill.result import DryRunPlan, Result
+from backfill.signals import StopFlag, stop_on_signals
+from backfill.strategies import ChunkWork, Strategy
+
+logger = logging.getLogger("backfill")
+
+HEARTBEAT_EVERY = 5.0
+WAIT_SLICE = 1.0
+
+
+def default_name(strategy: Strategy, spec: dict[str, Any]) -> str:
+    """A stable run name from the command, model, transform and filters."""
+    where = str(strategy.queryset.query.where) if strategy.queryset.query.where else ""
+    digest = hashlib.sha1(
+        json.dumps([strategy.kind, spec, where], sort_keys=True, default=str).encode()
+    ).hexdigest()[:8]
+    what = spec.get("transform") or "set " + ",".join(spec.get("set", {}))
+    return f"{strategy.kind} {strategy.queryset.model._meta.label} {what} {digest}"[:200]
+
+
+def _check_options(options: Options, connection: Any) -> None:
+    positive = {
+        "batch size": options.batch_size,
+        "--max-runtime": options.max_runtime,
+        "--target-chunk-time": options.target_chunk_time,
+        "--max-rate": options.max_rate,
+        "--lock-timeout": options.lock_timeout,
+        "--statement-timeout": options.statement_timeout,
+        "--max-replica-lag": options.max_replica_lag,
+    }
+    for what, value in positive.items():
+        if value is not None and value <= 0:
+            raise BadInput(f"{what} must be positive, got {value!r}. Pass a number above 0.")
+    if options.sleep is not None and options.sleep < 0:
+        raise BadInput(f"--sleep must be 0 or more, got {options.sleep!r}.")
+    if options.workers < 1:
+        raise BadInput(f"--workers must be 1 or more, got {options.workers!r}.")
+    if options.workers > 1 and connection.vendor != "postgresql":
+        raise BadInput(
+            f"--workers {options.workers} needs PostgreSQL (chunks are claimed with SKIP LOCKED); "
+            f"database {connection.alias!r} is {connection.vendor}. Run with one worker."
+        )
+    if options.count not in ("estimate", "exact"):
+        raise BadInput(f"--count must be 'estimate' or 'exact', got {options.count!r}.")
+    if options.vacuum_every is not None and not 0 < options.vacuum_every <= 1:
+        raise BadInput(
+            f"--vacuum-every must be a share of the table between 0 and 1, got "
+            f"{options.vacuum_every!r} (e.g. 0.1 for every 10%)."
+        )
+
+
+class Runner:
+    """Runs one strategy over its queryset as a resumable run.
+
+    ``run()`` returns a Result when the run completed (or was already completed). It raises
+    BadInput before writing anything, Interrupted when stopped early (signal, max runtime,
+    pause, cancel), ChunkFailed/TransformFailed when a chunk kept failing, RunBusy when another
+    process holds the run.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        options: Options,
+        *,
+        reporter: events.Reporter = events.ignore,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        stop: StopFlag | None = None,
+        parallel: bool = False,
+    ) -> None:
+        self.strategy = strategy
+        self.options = options.resolved()
+        self.report = reporter
+        self.clock = clock
+        self._sleep = sleep
+        self.stop = stop if stop is not None else StopFlag()
+        self.using = strategy.queryset.db
+        self.connection = connections[self.using]
+        self.model = strategy.queryset.model
+        self.parallel = parallel or self.options.workers > 1
+        self.description = strategy.describe(None)
+        self.name = self.options.name or default_name(strategy, self.description.spec)
+
+    # -- entry point --------------------------------------------------------------------
+
+    def run(self) -> Result:
+        if self.connection.in_atomic_block:
+            raise InsideTransaction(
+                "A backfill commits chunk by chunk and cannot run inside a transaction "
+                "(atomic block). In a migration set `atomic = False` on the Migration class; "
+                "elsewhere call it outside transaction.atomic()."
+            )
+        _check_options(self.options, self.connection)
+        planner = KeyPlanner(self.model, self.connection)
+        if self.options.dry_run:
+            return self.dry_run(planner)
+        ledger = Ledger(self.using, planner, lease=float(get_setting("LEASE_SECONDS")))
+        assert self.options.batch_size is not None
+        run, resumed = ledger.start(
+            name=self.name,
+            strategy=self.strategy.kind,
+            model_label=self.model._meta.label,
+            spec=self.description.spec,
+            restart=self.options.restart,
+            parallel=self.parallel,
+            batch_size=self.options.batch_size,
+            exact_count=self.options.count == "exact",
+        )
+        try:
+            if run.status == Run.Status.COMPLETED:
+                result = self._result(
+                    ledger,
+                    run,
+                    "already completed",
+                    0,
+                    0,
+                    0,
+                    0.0,
+                    f"Run {self.name!r} already completed; nothing to do. "
+                    "Pass --restart to run it again from the beginning.",
+                )
+                self.report(events.Finished(result))
+                return result
+            with stop_on_signals(self.stop):
+                return self._work(ledger, run, resumed)
+        finally:
+            try:
+                ledger.leave(run)
+            except DatabaseError:
+                logger.warning(
+                    "Could not deregister worker of run %r; its lease will expire.", self.name
+                )
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _work(self, ledger: Ledger, run: Run, resumed: bool) -> Result:
+        opts = self.options
+        assert opts.batch_size is not None
+        pacer = Pacer(
+            batch_size=opts.batch_size,
+            target_chunk_time=opts.target_chunk_time,
+            min_size=int(get_setting("MIN_BATCH_SIZE")),
+            max_size=int(get_setting("MAX_BATCH_SIZE")),
+            sleep=opts.sleep or 0.0,
+            max_rate=opts.max_rate,
+            clock=self.clock,
+        )
+        lock = self.strategy.kind != "update" and self.connection.features.has_select_for_update
+        started = self.clock()
+        pacer.start()
+        base_scanned, base_changed, base_chunks = (
+            run.rows_scanned,
+            run.rows_changed,
+            run.chunks_done,
+        )
+        self.report(
+            events.Started(
+                self.name,
+                self.model._meta.label,
+                self.strategy.kind,
+                database.describe(self.using),
+                run.estimated_rows,
+                run.rows_scanned,
+                resumed,
+                ledger.planner.from_text(run.frontier),
+            )
+        )
+        for note in self.strategy.notes():
+            self.report(events.Notice(note))
+        scanned = changed = chunks = attempt = 0
+        retries = int(opts.retries or 0)
+        last_beat = started
+        next_vacuum = self._vacuum_step(run)
+        while True:
+            elapsed = self.clock() - started
+            stop = self._stop_reason(elapsed)
+            if stop:
+                return self._interrupt(
+                    ledger, run, Run.Status.STOPPED, stop, scanned, changed, chunks, elapsed
+                )
+            self._wait_for_replicas(ledger, run)
+            claim_chunk: Chunk | None = None
+            t0 = self.clock()
+            try:
+                with transaction.atomic(using=self.using):
+                    database.set_local_timeouts(
+                        self.connection, opts.lock_timeout, opts.statement_timeout
+                    )
+                    claim = ledger.claim(run, pacer.size, plan_inline=not self.parallel)
+                    claim_chunk = claim.chunk
+                    work = ChunkWork(0, 0)
+                    if claim.chunk is not None:
+                        work = self.strategy.process(claim.chunk, lock=lock)
+                        seconds = self.clock() - t0
+                        ledger.complete(run, claim.chunk, work, seconds)
+                if claim.chunk is None and not claim.requested and self.parallel:
+                    if ledger.plan(run, pacer.size):
+                        continue
+            except TransformFailed as exc:
+                self._fail(ledger, run, str(exc))
+                raise
+            except DatabaseError as exc:
+                reason = database.transient_reason(exc)
+                attempt += 1
+                if reason is None or attempt > retries:
+                    why = reason or "not a transient error"
+                    message = (
+                        f"Chunk after pk {claim_chunk.lo if claim_chunk else '?'!r} failed "
+                        f"({why}) after {attempt} attempt(s): {type(exc).__name__}: "
+                        f"{str(exc).strip()}. Earlier chunks are committed; re-run the same "
+                        "command to resume."
+                    )
+                    self._fail(ledger, run, message)
+                    raise ChunkFailed(message) from exc
+                self._recover(ledger, reason, pacer, claim_chunk)
+                delay = min(
+                    float(get_setting("RETRY_BACKOFF")) * 2 ** (attempt - 1),
+                    float(get_setting("RETRY_BACKOFF_MAX")),
+                )
+                self.report(
+                    events.Retrying(
+                        reason,
+                        attempt,
+                        retries,
+                        delay,
+                        pacer.size,
+                        f"{type(exc).__name__}: {str(exc).strip()}",
+                    )
+                )
+                logger.warning(
+                    "Retrying chunk in %.1f s (%s, attempt %d/%d, batch %d)",
+                    delay,
+                    reason,
+                    attempt,
+                    retries,
+                    pacer.size,
+                )
+                self._pause(delay, ledger, run)
+                continue
+            attempt = 0
+            if claim.requested:
+                status = Run.Status.CANCELLED if claim.requested == "cancel" else Run.Status.PAUSED
+                return self._interrupt(
+                    ledger,
+                    run,
+                    status,
+                    claim.requested,
+                    scanned,
+                    changed,
+                    chunks,
+                    self.clock() - started,
+                )
+            if claim.chunk is None:
+                break
+            seconds = self.clock() - t0
+            scanned += claim.chunk.keys
+            changed += work.rows_changed
+            chunks += 1
+            pacer.record(claim.chunk.keys, seconds)
+            self.report(
+                events.ChunkDone(
+                    claim.chunk.lo,
+                    claim.chunk.hi,
+                    claim.chunk.keys,
+                    work.rows_changed,
+                    seconds,
+                    pacer.size,
+                    base_scanned + scanned,
+                    base_changed + changed,
+                    base_chunks + chunks,
+                )
+            )
+            self._forget_queries()
+            if self.clock() - last_beat >= HEARTBEAT_EVERY:
+                last_beat = self.clock()
+                self._quietly(ledger.heartbeat, run)
+            if next_vacuum is not None and base_scanned + scanned >= next_vacuum:
+                self._vacuum(run, base_scanned + scanned)
+                next_vacuum += self._vacuum_step(run) or 0
+            delay = pacer.delay()
+            if delay > 0:
+                if delay >= WAIT_SLICE and opts.max_rate:
+                    self.report(events.Waiting(f"rate cap {opts.max_rate:g} rows/s", delay))
+                self._pause(delay, ledger, run)
+        finished = ledger.finish(run)
+        elapsed = self.clock() - started
+        message = (
+            f"Completed run {self.name!r}."
+            if finished
+            else f"No chunks left for this worker; other workers of {self.name!r} are finishing."
+        )
+        result = self._result(ledger, run, "completed", scanned, changed, chunks, elapsed, message)
+        self.report(events.Finished(result))
+        return result
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _stop_reason(self, elapsed: float) -> str | None:
+        if self.stop:
+            return str(self.stop.reason)
+        if self.options.max_runtime is not None and elapsed >= self.options.max_runtime:
+            return f"--max-runtime {self.options.max_runtime:g}s"
+        return None
+
+    def _pause(self, seconds: float, ledger: Ledger, run: Run) -> None:
+        """Sleep in slices so a signal still stops the run promptly; keep the lease alive."""
+        end = self.clock() + seconds
+        while not self.stop:
+            left = end - self.clock()
+            if left <= 0:
+                return
+            self._sleep(min(left, WAIT_SLICE))
+            if seconds > HEARTBEAT_EVERY:
+                self._quietly(ledger.heartbeat, run)
+
+    def _wait_for_replicas(self, ledger: Ledger, run: Run) -> None:
+        limit = self.options.max_replica_lag
+        if not limit:
+            return
+        aliases = list(get_setting("REPLICA_ALIASES") or [])
+        while not self.stop:
+            try:
+                worst = database.replica_lag(self.using, aliases)
+            except DatabaseError as exc:
+                self.report(events.Waiting(f"cannot read replica lag ({exc}); waiting", 5.0))
+                self._pause(5.0, ledger, run)
+                continue
+            if worst is None or worst[0] <= limit:
+                return
+            lag, where = worst
+            wait = min(max(lag - limit, 1.0), 10.0)
+            reason = f"{where} lags {lag:.1f} s > --max-replica-lag {limit:g} s; pausing"
+            logger.info(reason)
+            self.report(events.Waiting(reason, wait))
+            self._pause(wait, ledger, run)
+
+    def _recover(self, ledger: Ledger, reason: str, pacer: Pacer, chunk: Chunk | None) -> None:
+        if not self.connection.is_usable():
+            self.connection.close()
+        if reason in database.SHRINK_REASONS:
+            pacer.shrink()
+            if self.parallel and chunk is not None:
+                self._quietly(ledger.split, chunk)
+
+    def _quietly(self, func: Callable[..., Any], *args: Any) -> None:
+        """Bookkeeping that may fail while the database is away; the next chunk retries."""
+        try:
+            func(*args)
+        except DatabaseError as exc:
+            logger.warning("Skipped %s: %s", getattr(func, "__name__", func), exc)
+            if not self.connection.is_usable():
+                self.connection.close()
+
+    def _forget_queries(self) -> None:
+        # With DEBUG=True Django keeps the last 9,000 statements, each with its parameters
+        # (whole arrays here): drop them per chunk so memory stays flat.
+        if settings.DEBUG and not self.connection.force_debug_cursor:
+            self.connection.queries_log.clear()
+
+    def _vacuum_step(self, run: Run) -> float | None:
+        every = self.options.vacuum_every
+        if not every or self.parallel or not database.is_postgres(self.connection):
+            return None
+        return max(1.0, (run.estimated_rows or 0) * every)
+
+    def _vacuum(self, run: Run, done: int) -> None:
+        table = self.connection.ops.quote_name(self.model._meta.db_table)
+        t0 = self.clock()
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute(f"VACUUM {table}")
+        except DatabaseError as exc:
+            self.report(events.Notice(f"VACUUM {table} failed: {exc}"))
+            return
+        self.report(
+            events.Notice(f"VACUUM {table} after {done:,} rows took {self.clock() - t0:.1f} s")
+        )
+
+    def _fail(self, ledger: Ledger, run: Run, message: str) -> None:
+        logger.error(message)
+        self._quietly(ledger.stop, run, Run.Status.FAILED, message)
+
+    def _interrupt(
+        self,
+        ledger: Ledger,
+        run: Run,
+        status: str,
+        why: str,
+        scanned: int,
+        changed: int,
+        chunks: int,
+        elapsed: float,
+    ) -> Result:
+        self._quietly(ledger.stop, run, status)
+        fresh = ledger.refresh(run)
+        if status == Run.Status.CANCELLED:
+            by = f" by {fresh.requested_by}" if fresh.requested_by else ""
+            message = (
+                f"Cancelled{by}. Run {self.name!r} will not resume; pass --restart to start "
+                "it over."
+            )
+        elif status == Run.Status.PAUSED:
+            by = f" by {fresh.requested_by}" if fresh.requested_by else ""
+            message = f"Paused{by}. Re-run the same command to resume run {self.name!r}."
+        else:
+            message = (
+                f"Stopped by {why} after {chunks} chunk(s); checkpoint saved. Re-run the "
+                f"same command to resume run {self.name!r}."
+            )
+        result = self._result(ledger, run, str(status), scanned, changed, chunks, elapsed, message)
+        self.report(events.Finished(result))
+        raise Interrupted(message, result=result)
+
+    def _result(
+        self,
+        ledger: Ledger,
+        run: Run,
+        status: str,
+        scanned: int,
+        changed: int,
+        chunks: int,
+        elapsed: float,
+        message: str,
+    ) -> Result:
+        fresh = ledger.refresh(run)
+        checkpoint = None if fresh.status == Run.Status.COMPLETED else ledger.checkpoint(run)
+        return Result(
+            name=self.name,
+            model=self.model._meta.label,
+            strategy=self.strategy.kind,
+            database=self.using,
+            status=status,
+            rows_scanned=scanned,
+            rows_changed=changed,
+            chunks=chunks,
+            elapsed=elapsed,
+            total_rows_scanned=fresh.rows_scanned,
+            total_rows_changed=fresh.rows_changed,
+            total_chunks=fresh.chunks_done,
+            checkpoint=checkpoint,
+            message=message,
+        )
+
+    # -- dry run ------------------------------------------------------------------------
+
+    def dry_run(self, planner: KeyPlanner) -> Result:
+        """The plan and a preview of the first chunk, in a transaction that is rolled back."""
+        assert self.options.batch_size is not None
+        size = self.options.batch_size
+        with transaction.atomic(using=self.using):
+            bounds = planner.key_range()
+            estimate = database.table_rows(
+                self.connection, self.model, exact=self.options.count == "exact"
+            )
+            first = planner.next_chunk(None, bounds.last, size) if bounds else None
+            description = self.strategy.describe(first)
+            preview = self.strategy.preview(first) if first else []
+            explain, warnings = self._explain(first)
+            transaction.set_rollback(True)
+        plan = DryRunPlan(
+            table=self.model._meta.db_table,
+            first_key=bounds.first if bounds else None,
+            last_key=bounds.last if bounds else None,
+            estimated_rows=estimate,
+            estimated_chunks=math.ceil(estimate / size) if estimate else 0,
+            batch_size=size,
+            statements=description.statements,
+            preview=[{"pk": r.pk, "before": r.before, "after": r.after} for r in preview],
+            explain=explain,
+            warnings=warnings,
+        )
+        result = Result(
+            name=self.name,
+            model=self.model._meta.label,
+            strategy=self.strategy.kind,
+            database=self.using,
+            status="dry run",
+            message="Dry run: nothing was written.",
+            plan=plan,
+        )
+        self.report(events.Finished(result))
+        return result
+
+    def _explain(self, chunk: Chunk | None) -> tuple[list[str], list[str]]:
+        if chunk is None or not database.is_postgres(self.connection):
+            return [], []
+        from backfill.strategies import key_range
+
+        qs = self.strategy.queryset.filter(key_range(chunk)).order_by("pk")
+        sql, params = qs.query.sql_with_params()
+        with self.connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN {sql}", params)
+            lines = [row[0] for row in cursor.fetchall()]
+        warnings = []
+        table = self.model._meta.db_table
+        if any("Seq Scan" in line and table in line for line in lines):
+            warnings.append(
+                f"The first chunk's plan scans all of {table} (Seq Scan): every chunk may read "
+                "the whole table. Check that the primary key index is used, or ANALYZE the table."
+            )
+        return lines, warnings

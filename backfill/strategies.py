@@ -1,0 +1,369 @@
+"""How one chunk is read, transformed and written, for each of the three strategies.
+
+Every ``process`` call runs inside the chunk's transaction, opened by the runner.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.db import connections, models
+from django.db.models import Expression, F, Func, Q, QuerySet, Value
+from django.db.models.sql import UpdateQuery
+
+from backfill.bulk import BulkWriter, Change
+from backfill.chunks import Chunk
+from backfill.exceptions import TransformFailed
+from backfill.transforms import Transform
+
+PREVIEW_ROWS = 5
+FETCH_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """What processing one chunk did: rows read from it (None = not read) and rows written."""
+
+    rows_read: int | None
+    rows_changed: int
+
+
+@dataclass(frozen=True)
+class PreviewRow:
+    pk: Any
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a strategy shows in ``--dry-run`` and records as the run's identity."""
+
+    spec: dict[str, Any]
+    statements: list[str] = field(default_factory=list)
+
+
+class Strategy(Protocol):
+    kind: str
+    queryset: QuerySet[Any]
+
+    def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork: ...
+
+    def preview(self, chunk: Chunk) -> list[PreviewRow]: ...
+
+    def describe(self, chunk: Chunk | None) -> Description: ...
+
+    def notes(self) -> list[str]: ...
+
+
+class IsDistinctFrom(Func):
+    """NULL-safe inequality: ``a IS DISTINCT FROM b`` (SQLite spells it ``a IS NOT b``)."""
+
+    arg_joiner = " IS DISTINCT FROM "
+    template = "(%(expressions)s)"
+    output_field = models.BooleanField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, arg_joiner=" IS NOT ", **extra)
+
+
+def key_range(chunk: Chunk) -> Q:
+    if chunk.lo is None:
+        return Q(pk__lte=chunk.hi)
+    return Q(pk__gt=chunk.lo, pk__lte=chunk.hi)
+
+
+def _plain(value: Any) -> Any:
+    """A value as shown in previews and JSON (expressions as their repr)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _sql(queryset: QuerySet[Any]) -> str:
+    sql, params = queryset.query.sql_with_params()
+    return _render(sql, params)
+
+
+def _render(sql: str, params: Sequence[Any]) -> str:
+    shown = [repr(p) if not isinstance(p, list) else f"<array of {len(p)}>" for p in params]
+    try:
+        return sql % tuple(shown)
+    except (TypeError, ValueError):
+        return f"{sql}  -- params: {shown}"
+
+
+class UpdateStrategy:
+    """SQL only: one ``UPDATE … WHERE key range [AND filter] AND value differs`` per chunk."""
+
+    kind = "update"
+
+    def __init__(self, queryset: QuerySet[Any], values: Mapping[str, Any]) -> None:
+        self.queryset = queryset
+        self.values = dict(values)
+        self.model = queryset.model
+        differs = Q()
+        for name, value in self.values.items():
+            rhs = value if hasattr(value, "resolve_expression") else self._literal(name, value)
+            differs |= Q(IsDistinctFrom(F(name), rhs))
+        self.differs = differs
+
+    def _literal(self, name: str, value: Any) -> Value:
+        return Value(value, output_field=self.model._meta.get_field(name))
+
+    def _chunk_qs(self, chunk: Chunk) -> QuerySet[Any]:
+        return self.queryset.filter(key_range(chunk)).filter(self.differs)
+
+    def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
+        return ChunkWork(None, self._chunk_qs(chunk).update(**self.values))
+
+    def preview(self, chunk: Chunk) -> list[PreviewRow]:
+        names = list(self.values)
+        new = {
+            f"_backfill_new_{n}": v
+            if isinstance(v, Expression) or hasattr(v, "resolve_expression")
+            else self._literal(n, v)
+            for n, v in self.values.items()
+        }
+        rows = (self._chunk_qs(chunk).order_by("pk").annotate(**new).values("pk", *names, *new))[
+            :PREVIEW_ROWS
+        ]
+        return [
+            PreviewRow(
+                row["pk"],
+                {n: row[n] for n in names},
+                {n: row[f"_backfill_new_{n}"] for n in names},
+            )
+            for row in rows
+        ]
+
+    def describe(self, chunk: Chunk | None) -> Description:
+        spec = {"set": {n: _plain(v) for n, v in sorted(self.values.items())}}
+        statements = []
+        if chunk is not None:
+            qs = self._chunk_qs(chunk)
+            query = qs.query.chain(UpdateQuery)
+            query.add_update_values(self.values)
+            sql, params = query.get_compiler(qs.db).as_sql()
+            statements.append(_render(sql, params))
+        return Description(spec, statements)
+
+    def notes(self) -> list[str]:
+        return []
+
+
+class _RowChanges:
+    """Collects changed rows of a chunk and writes them in bulk (or per object with save)."""
+
+    def __init__(self, model: type[models.Model], using: str) -> None:
+        self.writer = BulkWriter(model, connections[using])
+        self.changes: list[Change] = []
+
+    def add(self, pk: Any, values: dict[str, Any]) -> None:
+        self.changes.append((pk, values))
+
+    def flush(self) -> int:
+        return self.writer.write(self.changes)
+
+
+def _call(transform: Transform, target: Any, pk: Any, model: type[models.Model]) -> Any:
+    try:
+        return transform.func(target)
+    except Exception as exc:
+        raise TransformFailed(
+            f"Transform {transform.name!r} raised on {model._meta.label} pk={pk!r}: "
+            f"{type(exc).__name__}: {exc}",
+            pk=pk,
+            error=exc,
+        ) from exc
+
+
+class IterateStrategy:
+    """Model instances through the ORM; changed rows written in one bulk statement per chunk."""
+
+    kind = "iterate"
+
+    def __init__(
+        self, queryset: QuerySet[Any], transform: Transform, *, save: bool = False
+    ) -> None:
+        self.queryset = queryset
+        self.transform = transform
+        self.save = save
+        self.model = queryset.model
+        self.concrete = {f.attname: f for f in self.model._meta.concrete_fields}
+
+    def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
+        qs = self.queryset.filter(key_range(chunk)).order_by("pk")
+        return qs.select_for_update() if lock else qs
+
+    def _rows(self, chunk: Chunk, lock: bool) -> Any:
+        """Yield ``(obj, pk, old, new)`` per row read; ``new`` holds changed attnames only."""
+        pk_attname = self.model._meta.pk.attname
+        loaded: list[str] | None = None
+        mutable = False
+        for obj in self._chunk_qs(chunk, lock).iterator(chunk_size=FETCH_SIZE):
+            state = obj.__dict__
+            if loaded is None:
+                deferred = obj.get_deferred_fields()
+                loaded = [a for a in self.concrete if a not in deferred and a != pk_attname]
+                mutable = any(isinstance(state[a], (dict, list)) for a in loaded)
+            before = [state[a] for a in loaded]
+            if mutable:
+                before = copy.deepcopy(before)
+            width = len(state)
+            pk = state[pk_attname]
+            if _call(self.transform, obj, pk, self.model) is False:
+                yield obj, pk, None, None
+                continue
+            old = {a: v for a, v in zip(loaded, before, strict=True) if state[a] != v}
+            new = {a: state[a] for a in old}
+            if len(state) != width:
+                # The transform set a deferred field: a change, though its old value is unknown.
+                for a in self.concrete:
+                    if a in state and a not in loaded and a != pk_attname and a not in new:
+                        new[a] = state[a]
+                        old[a] = "(not loaded)"
+            yield obj, pk, old, new
+
+    def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
+        read = 0
+        writes = _RowChanges(self.model, self.queryset.db)
+        saved = 0
+        for obj, pk, _old, new in self._rows(chunk, lock):
+            read += 1
+            if not new:
+                continue
+            if self.save:
+                obj.save(update_fields=[self.concrete[a].name for a in new], using=self.queryset.db)
+                saved += 1
+            else:
+                writes.add(pk, new)
+        return ChunkWork(read, saved if self.save else writes.flush())
+
+    def preview(self, chunk: Chunk) -> list[PreviewRow]:
+        rows: list[PreviewRow] = []
+        for _obj, pk, old, new in self._rows(chunk, False):
+            if new:
+                name = {a: self.concrete[a].name for a in new}
+                rows.append(
+                    PreviewRow(
+                        pk,
+                        {name[a]: _plain(v) for a, v in old.items()},
+                        {name[a]: _plain(v) for a, v in new.items()},
+                    )
+                )
+                if len(rows) == PREVIEW_ROWS:
+                    break
+        return rows
+
+    def describe(self, chunk: Chunk | None) -> Description:
+        spec: dict[str, Any] = {"transform": self.transform.name, "save": self.save}
+        statements = []
+        if chunk is not None:
+            statements.append(_sql(self._chunk_qs(chunk, False)))
+            statements.append(
+                "then per chunk: "
+                + (
+                    "save(update_fields=…) per changed object"
+                    if self.save
+                    else "one bulk UPDATE of the changed rows and columns"
+                )
+            )
+        return Description(spec, statements)
+
+    def notes(self) -> list[str]:
+        return []
+
+
+class CursorStrategy:
+    """Raw rows as dicts, streamed through a server-side cursor; no model instances."""
+
+    kind = "cursor"
+
+    def __init__(
+        self, queryset: QuerySet[Any], fields: Sequence[str], transform: Transform
+    ) -> None:
+        self.queryset = queryset
+        self.transform = transform
+        self.model = queryset.model
+        opts = self.model._meta
+        self.fields = [opts.get_field(name) for name in fields]
+        self.keys = ["pk", *(f.attname for f in self.fields)]
+        self.writable = {}
+        for f in opts.concrete_fields:
+            if not f.primary_key:
+                self.writable[f.name] = f.attname
+                self.writable[f.attname] = f.attname
+
+    def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
+        qs = self.queryset.filter(key_range(chunk)).order_by("pk")
+        if lock:
+            qs = qs.select_for_update()
+        return qs.values_list("pk", *(f.attname for f in self.fields))
+
+    def _rows(self, chunk: Chunk, lock: bool) -> Any:
+        keys = self.keys
+        for values in self._chunk_qs(chunk, lock).iterator(chunk_size=FETCH_SIZE):
+            row = dict(zip(keys, values, strict=True))
+            pk = values[0]
+            result = _call(self.transform, row, pk, self.model)
+            if not result:
+                yield pk, row, None
+                continue
+            changed = {}
+            for key, value in result.items():
+                attname = self.writable.get(key)
+                if attname is None:
+                    raise TransformFailed(
+                        f"Transform {self.transform.name!r} returned {key!r} for "
+                        f"{self.model._meta.label} pk={pk!r}, which is not a writable column. "
+                        f"Return a dict of field names to new values.",
+                        pk=pk,
+                        error=KeyError(key),
+                    )
+                if attname not in row or row[attname] != value:
+                    changed[attname] = value
+            yield pk, row, changed
+
+    def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
+        read = 0
+        writes = _RowChanges(self.model, self.queryset.db)
+        for pk, _row, changed in self._rows(chunk, lock):
+            read += 1
+            if changed:
+                writes.add(pk, changed)
+        return ChunkWork(read, writes.flush())
+
+    def preview(self, chunk: Chunk) -> list[PreviewRow]:
+        rows: list[PreviewRow] = []
+        for pk, row, changed in self._rows(chunk, False):
+            if changed:
+                before = {a: _plain(row.get(a)) for a in changed}
+                rows.append(PreviewRow(pk, before, {a: _plain(v) for a, v in changed.items()}))
+                if len(rows) == PREVIEW_ROWS:
+                    break
+        return rows
+
+    def describe(self, chunk: Chunk | None) -> Description:
+        spec = {"transform": self.transform.name, "fields": [f.name for f in self.fields]}
+        statements = []
+        if chunk is not None:
+            statements.append(_sql(self._chunk_qs(chunk, False)))
+            statements.append("then per chunk: one bulk UPDATE of the changed rows and columns")
+        return Description(spec, statements)
+
+    def notes(self) -> list[str]:
+        connection = connections[self.queryset.db]
+        if connection.vendor != "postgresql":
+            return [
+                f"{connection.vendor}: rows are read with plain keyset queries (no server-side cursor)."
+            ]
+        if connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+            return [
+                "DISABLE_SERVER_SIDE_CURSORS is set (pgbouncer in transaction mode?): each chunk is "
+                "read with a plain keyset query instead of a server-side cursor."
+            ]
+        return ["Each chunk streams through a server-side cursor."]
