@@ -153,11 +153,15 @@ class Cluster:
         self.data_dir = self.base_dir / "data"
         self.socket_dir = self.base_dir / "socket"
         self.log_file = self.base_dir / "postgresql.log"
-        self.socket_dir.mkdir()
-        if self.run_as:
-            self._hand_over(self.base_dir)
         self._initialized = False
         self.running = False
+        try:
+            self.socket_dir.mkdir()
+            if self.run_as:
+                self._hand_over(self.base_dir)
+        except BaseException:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            raise
 
     # -- lifecycle ---------------------------------------------------------------------------
 
