@@ -20,6 +20,23 @@ from backfill.database import is_postgres, query_param_limit
 
 Change = tuple[Any, dict[str, Any]]  # (pk, {attname: new value})
 
+# Field classes whose database value is the Python value itself when it already has this type.
+# Exact classes only: a subclass (an encrypted CharField, say) may prepare values its own way.
+PASS_THROUGH: dict[type[models.Field], type] = {
+    models.AutoField: int,
+    models.BigAutoField: int,
+    models.SmallAutoField: int,
+    models.IntegerField: int,
+    models.BigIntegerField: int,
+    models.SmallIntegerField: int,
+    models.PositiveIntegerField: int,
+    models.PositiveBigIntegerField: int,
+    models.PositiveSmallIntegerField: int,
+    models.CharField: str,
+    models.TextField: str,
+    models.BooleanField: bool,
+}
+
 
 @dataclass(frozen=True)
 class _Table:
@@ -50,17 +67,21 @@ class BulkWriter:
         self.connection = connection
         self.qn = connection.ops.quote_name
 
-    def write(self, changes: Sequence[Change]) -> int:
-        """Write the changes; returns the number of rows written. Runs in the caller's transaction."""
+    def write(self, changes: Sequence[Change], lo: Any = None, hi: Any = None) -> int:
+        """Write the changes; returns the number of rows written. Runs in the caller's transaction.
+
+        ``lo``/``hi`` bound the keys, ``(lo, hi]``: they let PostgreSQL find the rows through a
+        range scan of the primary key index instead of hashing the whole table.
+        """
         if not changes:
             return 0
         changed = {attname for _, values in changes for attname in values}
-        for table in _tables(self.model, list(changed)):
-            rows = [
-                (pk, values)
-                for pk, values in changes
-                if any(f.attname in values for f in table.fields)
-            ]
+        tables = _tables(self.model, list(changed))
+        self.bounds = (lo, hi)
+        for table in tables:
+            rows = changes
+            if len(tables) > 1:
+                rows = [(pk, v) for pk, v in changes if any(f.attname in v for f in table.fields)]
             if rows:
                 self._write_table(table, rows)
         return len(changes)
@@ -98,6 +119,47 @@ class BulkWriter:
     def _prep(self, field: models.Field, value: Any) -> Any:
         return field.get_db_prep_save(value, self.connection)
 
+    def _column(self, field: models.Field, values: list[Any]) -> list[Any]:
+        """Database values of one column; skips the per-value call when it would change nothing."""
+        kind = PASS_THROUGH.get(type(field))
+        if kind is not None and all(type(v) is kind or v is None for v in values):
+            return values
+        connection = self.connection
+        prep = field.get_db_prep_save
+        return [prep(v, connection) for v in values]
+
+    def _placeholder(self, field: models.Field) -> str:
+        """``%b`` (binary) for arrays of plain ints, strings and booleans: cheapest to send."""
+        return "%b" if type(field) in PASS_THROUGH or isinstance(field, models.UUIDField) else "%s"
+
+    def _binding_cursor(self) -> Any:
+        """A server-side-binding psycopg cursor, wrapped like Django's own (so query logging
+        and CaptureQueriesContext still see it). Django's default psycopg cursor binds on the
+        client, which would quote every array element into the SQL text. ``prepare=False`` at
+        execute keeps it safe behind pgbouncer in transaction mode.
+        """
+        import psycopg
+
+        class UnpreparedCursor(psycopg.Cursor):  # type: ignore[type-arg]
+            def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+                return super().execute(query, params, prepare=False)
+
+        self.connection.ensure_connection()
+        raw = UnpreparedCursor(self.connection.connection)
+        return self.connection._prepare_cursor(raw)
+
+    def _range(self, table: _Table) -> tuple[str, list[Any]]:
+        lo, hi = getattr(self, "bounds", (None, None))
+        column = f"{self.qn(table.name)}.{self.qn(table.pk.column)}"
+        sql, params = "", []
+        if lo is not None:
+            sql += f" AND {column} > %s"
+            params.append(self._prep(table.pk, lo))
+        if hi is not None:
+            sql += f" AND {column} <= %s"
+            params.append(self._prep(table.pk, hi))
+        return sql, params
+
     def _write_postgres(
         self,
         table: _Table,
@@ -108,26 +170,27 @@ class BulkWriter:
         qn = self.qn
         conn = self.connection
         pk_type = table.pk.db_type(conn)
-        arrays: list[list[Any]] = [[self._prep(table.pk, pk) for pk, _ in rows]]
-        casts = [f"%s::{pk_type}[]"]
+        arrays: list[Any] = [self._column(table.pk, [pk for pk, _ in rows])]
+        casts = [f"{self._placeholder(table.pk)}::{pk_type}[]"]
         names = ['"_k"']
         for i, field in enumerate(fields):
             attname = field.attname
-            arrays.append([self._prep(field, values.get(attname)) for _, values in rows])
-            casts.append(f"%s::{field.db_type(conn)}[]")
+            arrays.append(self._column(field, [values.get(attname) for _, values in rows]))
+            casts.append(f"{self._placeholder(field)}::{field.db_type(conn)}[]")
             names.append(f'"_v{i}"')
         for i, (field, flag) in enumerate(zip(fields, flagged, strict=True)):
             if flag:
                 arrays.append([field.attname in values for _, values in rows])
-                casts.append("%s::boolean[]")
+                casts.append("%b::boolean[]")
                 names.append(f'"_s{i}"')
+        bounds, bound_params = self._range(table)
         sql = (
             f"UPDATE {qn(table.name)} SET {self._assignments(table, fields, flagged)} "
             f"FROM unnest({', '.join(casts)}) AS v({', '.join(names)}) "
-            f'WHERE {qn(table.name)}.{qn(table.pk.column)} = v."_k"'
+            f'WHERE {qn(table.name)}.{qn(table.pk.column)} = v."_k"{bounds}'
         )
-        with conn.cursor() as cursor:
-            cursor.execute(sql, arrays)
+        with self._binding_cursor() as cursor:
+            cursor.execute(sql, [*arrays, *bound_params])
 
     def _write_values(
         self,

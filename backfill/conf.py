@@ -9,9 +9,10 @@ from django.conf import settings
 
 DEFAULTS: dict[str, Any] = {
     # Rows per chunk; with a target chunk time this is the starting size.
-    "BATCH_SIZE": 2000,
+    "BATCH_SIZE": 1000,
     # Seconds each chunk should take; the chunk size adapts toward it. None = fixed size.
-    "TARGET_CHUNK_TIME": None,
+    # An explicit --batch-size without --target-chunk-time fixes the size instead.
+    "TARGET_CHUNK_TIME": 0.5,
     "MIN_BATCH_SIZE": 100,
     "MAX_BATCH_SIZE": 100_000,
     # Seconds to sleep after each chunk, and a cap on rows per second (None = no cap).
@@ -72,6 +73,9 @@ class Options:
             target_chunk_time=(
                 self.target_chunk_time
                 if self.target_chunk_time is not None
+                # A size the caller chose is kept as it is, unless they also ask to adapt it.
+                else None
+                if self.batch_size
                 else get_setting("TARGET_CHUNK_TIME")
             ),
             max_rate=self.max_rate if self.max_rate is not None else get_setting("MAX_RATE"),
