@@ -58,8 +58,14 @@ class KeyPlanner:
 
     def key_range(self) -> KeyRange | None:
         """First and last key of the table now, or None when it is empty."""
+        # ORDER BY … LIMIT 1 rather than MIN/MAX: PostgreSQL has no min(uuid), and both walk
+        # the primary key index.
+        col, table = self.column, self.table
         with self.connection.cursor() as cursor:
-            cursor.execute(f"SELECT MIN({self.column}), MAX({self.column}) FROM {self.table}")
+            cursor.execute(
+                f"SELECT (SELECT {col} FROM {table} ORDER BY {col} LIMIT 1), "
+                f"(SELECT {col} FROM {table} ORDER BY {col} DESC LIMIT 1)"
+            )
             row = cursor.fetchone()
         if row is None or row[1] is None:
             return None
@@ -73,8 +79,9 @@ class KeyPlanner:
             where.insert(0, f"{self.column} > %s")
             params.insert(0, self._param(lo))
         sql = (
-            f"SELECT MAX(k), COUNT(*) FROM (SELECT {self.column} AS k FROM {self.table} "
-            f"WHERE {' AND '.join(where)} ORDER BY {self.column} LIMIT %s) keys"
+            f"SELECT k, COUNT(*) OVER () FROM (SELECT {self.column} AS k FROM {self.table} "
+            f"WHERE {' AND '.join(where)} ORDER BY {self.column} LIMIT %s) keys "
+            "ORDER BY k DESC LIMIT 1"
         )
         with self.connection.cursor() as cursor:
             cursor.execute(sql, [*params, size])
@@ -97,8 +104,8 @@ class KeyPlanner:
             if count < 2:
                 return None
             cursor.execute(
-                f"SELECT MAX(k) FROM (SELECT {self.column} AS k FROM {self.table} WHERE {cond} "
-                f"ORDER BY {self.column} LIMIT %s) keys",
+                f"SELECT k FROM (SELECT {self.column} AS k FROM {self.table} WHERE {cond} "
+                f"ORDER BY {self.column} LIMIT %s) keys ORDER BY k DESC LIMIT 1",
                 [*params, count // 2],
             )
             return self.pk.to_python(cursor.fetchone()[0])  # type: ignore[index]

@@ -68,7 +68,10 @@ class Options:
         """A copy with every unset knob filled from settings."""
         return replace(
             self,
-            batch_size=self.batch_size or get_setting("BATCH_SIZE"),
+            # 0 is kept so the runner rejects it instead of silently using the setting.
+            batch_size=self.batch_size
+            if self.batch_size is not None
+            else get_setting("BATCH_SIZE"),
             sleep=self.sleep if self.sleep is not None else get_setting("SLEEP"),
             target_chunk_time=(
                 self.target_chunk_time

@@ -3,49 +3,90 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from django.core.exceptions import FieldError, ValidationError
-from django.db import models
+from django.core.exceptions import EmptyResultSet, FieldDoesNotExist, FieldError, ValidationError
+from django.db import DEFAULT_DB_ALIAS, models
 from django.db.models import Q
 
+from backfill import schema
 from backfill.exceptions import BadInput
 from backfill.values import parse_bool, split_assignment
 
 LIST_LOOKUPS = {"in", "range"}
 
 
-def _convert(lookup: str, text: str, *, option: str, raw: str) -> object:
-    last = lookup.rsplit("__", 1)[-1] if "__" in lookup else ""
+def _target(model: type[models.Model], lookup: str) -> tuple[models.Field | None, str]:
+    """The field a lookup path ends on and the lookup applied to it (``""`` for exact)."""
+    field: Any = None
+    current: Any = model
+    parts = lookup.split("__")
+    for i, part in enumerate(parts):
+        if current is None:
+            return field, "__".join(parts[i:])
+        try:
+            field = current._meta.get_field(part)
+        except FieldDoesNotExist:
+            # Not a field: a lookup or transform, or a typo that _check reports.
+            return field, "__".join(parts[i:])
+        current = field.related_model if field.is_relation else None
+    return field, ""
+
+
+def _convert(model: type[models.Model], lookup: str, text: str, *, option: str, raw: str) -> Any:
+    field, last = _target(model, lookup)
     if last == "isnull":
         return parse_bool(text, what=f"{option} {raw!r}")
+    items: list[str] | None = None
     if last in LIST_LOOKUPS:
         items = [item.strip() for item in text.split(",")]
         if last == "range" and len(items) != 2:
             raise BadInput(f"{option} {raw!r}: __range takes two values, e.g. id__range=1,500.")
-        return items
-    return text
+    if isinstance(field, models.BooleanField) and last in ("", "exact", "in"):
+        # The same words --set takes (true/false/yes/no, any case); Django alone knows only a few.
+        if items is not None:
+            return [parse_bool(item, what=f"{option} {raw!r}") for item in items]
+        return parse_bool(text, what=f"{option} {raw!r}")
+    return items if items is not None else text
 
 
 def parse_filters(
-    model: type[models.Model], filters: Iterable[str] = (), excludes: Iterable[str] = ()
+    model: type[models.Model],
+    filters: Iterable[str] = (),
+    excludes: Iterable[str] = (),
+    *,
+    using: str = DEFAULT_DB_ALIAS,
 ) -> Q:
-    """Combine ``--filter`` and ``--exclude`` strings into one ``Q``, validated on ``model``."""
+    """Combine ``--filter`` and ``--exclude`` strings into one ``Q``, validated on ``model``.
+
+    Raises BadInput naming the option when a lookup or value does not fit the model.
+    """
     combined = Q()
     for option, items, negate in (("--filter", filters, False), ("--exclude", excludes, True)):
         for raw in items:
             lookup, text = split_assignment(raw, option=option)
-            q = Q(**{lookup: _convert(lookup, text, option=option, raw=raw)})
-            _check(model, q, option=option, raw=raw)
+            q = Q(**{lookup: _convert(model, lookup, text, option=option, raw=raw)})
+            _check(model, q, option=option, raw=raw, using=using)
             combined &= ~q if negate else q
     return combined
 
 
-def _check(model: type[models.Model], q: Q, *, option: str, raw: str) -> None:
+def _check(model: type[models.Model], q: Q, *, option: str, raw: str, using: str) -> None:
     try:
-        # Building the WHERE clause resolves every lookup and converts every value.
-        query = model._base_manager.filter(q).query
-        str(query)
+        # Compiling the WHERE clause for the run's database resolves every lookup and converts
+        # every value, as the first chunk would.
+        query = model._base_manager.using(using).filter(q).query
+        query.get_compiler(using=using).as_sql()
+    except EmptyResultSet:
+        return
     except FieldError as exc:
+        first = raw.partition("=")[0].strip().split("__")[0]
+        names = [f.name for f in model._meta.get_fields()]
+        if first not in names:
+            raise BadInput(
+                f"{option} {raw!r}: unknown field {first!r} on {model._meta.label}."
+                f"{schema.suggest(first, names)} Fields: {', '.join(sorted(names))}."
+            ) from None
         raise BadInput(
             f"{option} {raw!r}: {exc} Use Django lookup syntax, e.g. author__isnull=true."
         ) from None

@@ -11,7 +11,8 @@ from django.db import models
 from backfill.exceptions import BadInput
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` Did you mean 'author'?`` for a close match, else ``""``."""
     close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
     if not close:
         return ""
@@ -30,14 +31,14 @@ def resolve_model(path: str) -> type[models.Model]:
     except LookupError:
         labels = [c.label for c in apps.get_app_configs()]
         raise BadInput(
-            f"Unknown app {app_label!r} in {path!r}.{_suggest(app_label, labels)} "
+            f"Unknown app {app_label!r} in {path!r}.{suggest(app_label, labels)} "
             f"Installed apps with models: {', '.join(sorted(labels))}."
         ) from None
     try:
         return app_config.get_model(model_name)
     except LookupError:
         names = [m.__name__ for m in app_config.get_models()]
-        hint = _suggest(model_name, names) or f" Models in {app_label}: {', '.join(names)}."
+        hint = suggest(model_name, names) or f" Models in {app_label}: {', '.join(names)}."
         raise BadInput(f"Unknown model {path!r}.{hint}") from None
 
 
@@ -71,7 +72,7 @@ def column_field(model: type[models.Model], name: str, *, purpose: str) -> model
     except Exception:
         names = [f.name for f in opts.concrete_fields]
         raise BadInput(
-            f"Unknown field {name!r} on {label(model)} ({purpose}).{_suggest(name, names)} "
+            f"Unknown field {name!r} on {label(model)} ({purpose}).{suggest(name, names)} "
             f"Fields: {', '.join(names)}."
         ) from None
     raise BadInput(

@@ -261,6 +261,9 @@ class IterateStrategy:
 
     def describe(self, chunk: Chunk | None) -> Description:
         spec: dict[str, Any] = {"transform": self.transform.name, "save": self.save}
+        if self.transform.values is not None:
+            # --set values are part of the run's identity: another value is another backfill.
+            spec["set"] = {n: _plain(v) for n, v in sorted(self.transform.values.items())}
         statements = []
         if chunk is not None:
             statements.append(_sql(self._chunk_qs(chunk, False)))
@@ -348,7 +351,12 @@ class CursorStrategy:
         return rows
 
     def describe(self, chunk: Chunk | None) -> Description:
-        spec = {"transform": self.transform.name, "fields": [f.name for f in self.fields]}
+        spec: dict[str, Any] = {
+            "transform": self.transform.name,
+            "fields": [f.name for f in self.fields],
+        }
+        if self.transform.values is not None:
+            spec["set"] = {n: _plain(v) for n, v in sorted(self.transform.values.items())}
         statements = []
         if chunk is not None:
             statements.append(_sql(self._chunk_qs(chunk, False)))

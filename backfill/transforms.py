@@ -15,10 +15,11 @@ from backfill.exceptions import BadInput
 
 @dataclass(frozen=True)
 class Transform:
-    """A callable plus the name a run is identified by."""
+    """A callable plus what identifies it in a run: its name and, for ``--set``, the values."""
 
     func: Callable[[Any], Any]
     name: str
+    values: Mapping[str, Any] | None = None
 
 
 def import_path(path: str) -> Callable[..., Any]:
@@ -108,7 +109,7 @@ def instance_setter(values: Mapping[str, Any], model: type[models.Model]) -> Tra
         for attname, value in attnames:
             setattr(obj, attname, value)
 
-    return Transform(set_fields, "set")
+    return Transform(set_fields, "set " + ",".join(values), dict(values))
 
 
 def row_setter(values: Mapping[str, Any], model: type[models.Model]) -> Transform:
@@ -118,4 +119,4 @@ def row_setter(values: Mapping[str, Any], model: type[models.Model]) -> Transfor
     def set_row(row: dict[str, Any]) -> dict[str, Any]:
         return changes
 
-    return Transform(set_row, "set")
+    return Transform(set_row, "set " + ",".join(values), dict(values))

@@ -48,6 +48,9 @@ def clean_value(field: models.Field, value: Any, *, option: str, raw: str) -> An
         if isinstance(field, models.BooleanField) and isinstance(value, str):
             value = parse_bool(value, what=f"{option} {raw!r}")
         value = field.to_python(value)
+        if value is None and not field.null:
+            # to_python turns "" into None for some fields (dates, JSON, ...).
+            raise ValidationError(f"{field.name} is NOT NULL and cannot be set to null.")
         field.run_validators(value)
         if field.choices and value not in {c for c, _ in field.flatchoices}:
             raise ValidationError(f"{value!r} is not one of the field's choices")

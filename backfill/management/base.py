@@ -87,7 +87,9 @@ class BackfillCommand(BaseCommand):
             model = schema.resolve_model(options["model"])
             if options.get("only") and options.get("defer"):
                 raise BadInput("--only and --defer cannot be used together; pass one of them.")
-            where = parse_filters(model, options["filter"], options["exclude"])
+            where = parse_filters(
+                model, options["filter"], options["exclude"], using=options["database"]
+            )
             queryset = model._base_manager.using(options["database"]).filter(where)
             result = self.run_backfill(model, queryset, options, **self.common(options))
         except Interrupted as exc:

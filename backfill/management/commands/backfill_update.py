@@ -29,7 +29,7 @@ class Command(BackfillCommand):
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
     ) -> Result:
         values = parse_set(model, options["set"], options["set_json"])
-        values.update(parse_set_expr(model, options["set_expr"]))
+        values.update(parse_set_expr(model, options["set_expr"], using=options["database"]))
         if not values:
             raise BadInput(
                 "backfill_update needs at least one --set, --set-json or --set-expr, "
