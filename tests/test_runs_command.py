@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import Any
 
@@ -19,7 +18,7 @@ from backfill import status
 from backfill.models import Chunk, Run, Worker
 from tests.testapp.models import Counter
 
-STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt_timezone.utc)
+STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -336,9 +335,7 @@ def shout(counter: Counter) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_run_shows_its_error_and_resumes_with_the_printed_command() -> None:
-    Counter.objects.bulk_create(
-        Counter(name="bad" if i == 7 else f"c{i}") for i in range(1, 11)
-    )
+    Counter.objects.bulk_create(Counter(name="bad" if i == 7 else f"c{i}") for i in range(1, 11))
     pks = list(Counter.objects.order_by("pk").values_list("pk", flat=True))
     with pytest.raises(CommandError) as failed:
         call_command(
