@@ -39,10 +39,15 @@ def _run(
     reporter: events.Reporter | None,
     stop: StopFlag | None,
     clock: Callable[[], float] | None,
-    sleep: Callable[[float], None] | None,
+    sleep: Callable[[float], None] | float | None,
 ) -> Result:
     from backfill.runner import Runner
 
+    if sleep is not None and not callable(sleep):
+        # ``sleep=0.5`` (what --sleep passes) is the pause after each chunk, not the injected
+        # sleep function that shares its keyword.
+        options = {**options, "sleep": sleep}
+        sleep = None
     opts = Options(**options)
     if opts.workers > 1 and not opts.dry_run:
         from backfill.workers import run_parallel
