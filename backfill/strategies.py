@@ -6,11 +6,11 @@ Every ``process`` call runs inside the chunk's transaction, opened by the runner
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from django.db import connections, models
+from django.db import DatabaseError, connections, models
 from django.db.models import Expression, F, Func, Q, QuerySet, Value
 from django.db.models.sql import UpdateQuery
 
@@ -165,8 +165,8 @@ class _RowChanges:
     def add(self, pk: Any, values: dict[str, Any]) -> None:
         self.changes.append((pk, values))
 
-    def flush(self) -> int:
-        return self.writer.write(self.changes)
+    def flush(self, chunk: Chunk) -> int:
+        return self.writer.write(self.changes, chunk.lo, chunk.hi)
 
 
 def _call(transform: Transform, target: Any, pk: Any, model: type[models.Model]) -> Any:
@@ -197,7 +197,7 @@ class IterateStrategy:
 
     def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
         qs = self.queryset.filter(key_range(chunk)).order_by("pk")
-        return qs.select_for_update() if lock else qs
+        return qs.select_for_update(no_key=True) if lock else qs
 
     def _rows(self, chunk: Chunk, lock: bool) -> Any:
         """Yield ``(obj, pk, old, new)`` per row read; ``new`` holds changed attnames only."""
@@ -241,7 +241,7 @@ class IterateStrategy:
                 saved += 1
             else:
                 writes.add(pk, new)
-        return ChunkWork(read, saved if self.save else writes.flush())
+        return ChunkWork(read, saved if self.save else writes.flush(chunk))
 
     def preview(self, chunk: Chunk) -> list[PreviewRow]:
         rows: list[PreviewRow] = []
@@ -304,51 +304,88 @@ class CursorStrategy:
     def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
         qs = self.queryset.filter(key_range(chunk)).order_by("pk")
         if lock:
-            qs = qs.select_for_update()
+            # NO KEY: the key never changes, so inserts referencing these rows are not blocked.
+            qs = qs.select_for_update(no_key=True)
         return qs.values_list("pk", *(f.attname for f in self.fields))
 
-    def _rows(self, chunk: Chunk, lock: bool) -> Any:
-        keys = self.keys
-        for values in self._chunk_qs(chunk, lock).iterator(chunk_size=FETCH_SIZE):
-            row = dict(zip(keys, values, strict=True))
-            pk = values[0]
-            result = _call(self.transform, row, pk, self.model)
-            if not result:
-                yield pk, row, None
-                continue
-            changed = {}
-            for key, value in result.items():
-                attname = self.writable.get(key)
-                if attname is None:
-                    raise TransformFailed(
-                        f"Transform {self.transform.name!r} returned {key!r} for "
-                        f"{self.model._meta.label} pk={pk!r}, which is not a writable column. "
-                        f"Return a dict of field names to new values.",
-                        pk=pk,
-                        error=KeyError(key),
-                    )
-                if attname not in row or row[attname] != value:
-                    changed[attname] = value
-            yield pk, row, changed
+    def _fetch(self, chunk: Chunk, lock: bool) -> Iterator[Sequence[Any]]:
+        """The chunk's rows as tuples, ``fetchmany`` at a time: a server-side cursor on
+        PostgreSQL unless DISABLE_SERVER_SIDE_CURSORS, Django's converters only when a
+        column has one (JSON, SQLite UUIDs…), no model instances.
+        """
+        compiler = self._chunk_qs(chunk, lock).query.get_compiler(using=self.queryset.db)
+        sql, params = compiler.as_sql()
+        connection = compiler.connection
+        server_side = connection.vendor == "postgresql" and not connection.settings_dict.get(
+            "DISABLE_SERVER_SIDE_CURSORS"
+        )
+        converters = compiler.get_converters([column for column, _, _ in compiler.select])
+        cursor = connection.chunked_cursor() if server_side else connection.cursor()
+        with cursor:
+            cursor.execute(sql, params)
+            while batch := cursor.fetchmany(FETCH_SIZE):
+                if converters:
+                    yield from compiler.apply_converters(batch, converters)
+                else:
+                    yield from batch
+
+    def _scan(self, chunk: Chunk, lock: bool, limit: int | None = None) -> tuple[int, list[Any]]:
+        """Run the transform over the chunk: rows read, and ``(pk, row, changes)`` per changed
+        row (stopping after ``limit`` of them). The hot loop of the cursor strategy.
+        """
+        keys, writable, func = self.keys, self.writable, self.transform.func
+        changes: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
+        read = 0
+        pk = None
+        try:
+            for values in self._fetch(chunk, lock):
+                read += 1
+                pk = values[0]
+                row = dict(zip(keys, values))
+                result = func(row)
+                if not result:
+                    continue
+                changed = {}
+                for key, value in result.items():
+                    attname = writable.get(key)
+                    if attname is None:
+                        raise KeyError(
+                            f"returned {key!r}, which is not a writable column; return a dict "
+                            "of field names to new values"
+                        )
+                    if attname not in row or row[attname] != value:
+                        changed[attname] = value
+                if changed:
+                    changes.append((pk, row, changed))
+                    if limit is not None and len(changes) >= limit:
+                        break
+        except (DatabaseError, TransformFailed):
+            raise
+        except Exception as exc:
+            raise TransformFailed(
+                f"Transform {self.transform.name!r} raised on {self.model._meta.label} "
+                f"pk={pk!r}: {type(exc).__name__}: {exc}",
+                pk=pk,
+                error=exc,
+            ) from exc
+        return read, changes
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
-        read = 0
+        read, changes = self._scan(chunk, lock)
         writes = _RowChanges(self.model, self.queryset.db)
-        for pk, _row, changed in self._rows(chunk, lock):
-            read += 1
-            if changed:
-                writes.add(pk, changed)
-        return ChunkWork(read, writes.flush())
+        writes.changes = [(pk, changed) for pk, _row, changed in changes]
+        return ChunkWork(read, writes.flush(chunk))
 
     def preview(self, chunk: Chunk) -> list[PreviewRow]:
-        rows: list[PreviewRow] = []
-        for pk, row, changed in self._rows(chunk, False):
-            if changed:
-                before = {a: _plain(row.get(a)) for a in changed}
-                rows.append(PreviewRow(pk, before, {a: _plain(v) for a, v in changed.items()}))
-                if len(rows) == PREVIEW_ROWS:
-                    break
-        return rows
+        _read, changes = self._scan(chunk, False, limit=PREVIEW_ROWS)
+        return [
+            PreviewRow(
+                pk,
+                {a: _plain(row.get(a)) for a in changed},
+                {a: _plain(v) for a, v in changed.items()},
+            )
+            for pk, row, changed in changes
+        ]
 
     def describe(self, chunk: Chunk | None) -> Description:
         spec: dict[str, Any] = {
