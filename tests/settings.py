@@ -34,6 +34,8 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # The admin's CSS and JS, served by the live server of the browser tests.
+    "django.contrib.staticfiles",
     "backfill",
     "example_site.blog",
     "tests.testapp",
@@ -60,6 +62,7 @@ TEMPLATES = [
 ]
 
 ROOT_URLCONF = "example_site.urls"
+STATIC_URL = "static/"
 SECRET_KEY = "backfill-tests-not-secret"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

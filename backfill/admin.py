@@ -1,0 +1,350 @@
+"""The runs in the Django admin: progress and status for staff, pause and cancel for some.
+
+Runs are written by the engine only, so the admin neither adds nor edits nor deletes them.
+Staff with ``backfill.control_run`` get Pause and Cancel buttons (on each row of the list and
+on a run's page) and the same two admin actions. Pause and cancel only ask: they set
+``Run.requested`` and the process working the run stops after its current chunk (exit 3). A run
+that no process works (paused, stopped, failed, or abandoned by a dead process) is cancelled at
+once, so a cron job re-running it does not resume it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import SafeString
+
+from backfill import status
+from backfill.models import Run, Worker
+
+CONTROL_PERMISSION = "backfill.control_run"
+# Runs no process is working: cancelling them takes effect at once.
+IDLE = [Run.Status.PAUSED, Run.Status.STOPPED, Run.Status.FAILED]
+
+
+def _username(request: HttpRequest) -> str:
+    return str(request.user.get_username())[:150]
+
+
+def request_pause(queryset: QuerySet[Run], by: str) -> int:
+    """Ask the processes working these runs to pause after their current chunk."""
+    return queryset.filter(status=Run.Status.RUNNING, requested="").update(
+        requested=Run.Request.PAUSE, requested_by=by
+    )
+
+
+def request_cancel(queryset: QuerySet[Run], by: str) -> int:
+    """Cancel these runs: ask a working process to stop, mark an idle run cancelled at once."""
+    live = Worker.objects.filter(
+        run=OuterRef("pk"),
+        heartbeat_at__gte=timezone.now() - timedelta(seconds=status.lease()),
+    )
+    unfinished = queryset.exclude(status__in=[Run.Status.COMPLETED, Run.Status.CANCELLED])
+    idle = unfinished.filter(Q(status__in=IDLE) | Q(status=Run.Status.RUNNING) & ~Exists(live))
+    # ``requested`` is set too: a process that started the run at this very moment reads it
+    # before its next chunk and stops as cancelled.
+    now_cancelled = idle.update(
+        status=Run.Status.CANCELLED, requested=Run.Request.CANCEL, requested_by=by
+    )
+    asked = unfinished.filter(status=Run.Status.RUNNING).exclude(requested=Run.Request.CANCEL)
+    return now_cancelled + asked.update(requested=Run.Request.CANCEL, requested_by=by)
+
+
+class WorkerInline(admin.TabularInline):
+    model = Worker
+    extra = 0
+    can_delete = False
+    fields = ["host", "pid", "started_at", "heartbeat_at", "heartbeat"]
+    readonly_fields = ["host", "pid", "started_at", "heartbeat_at", "heartbeat"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may see a run may see who works it; no separate permission on workers.
+        user = request.user
+        return bool(user.has_perm("backfill.view_run") or user.has_perm(CONTROL_PERMISSION))
+
+    @admin.display(description="heartbeat")
+    def heartbeat(self, worker: Worker) -> str:
+        age = (timezone.now() - worker.heartbeat_at).total_seconds()
+        dead = "" if age <= status.lease() else " (presumed dead)"
+        return status.ago(age) + dead
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "model_label",
+        "state",
+        "progress_bar",
+        "scanned",
+        "changed",
+        "rate",
+        "heartbeat",
+        "controls",
+    ]
+    list_filter = ["status", "strategy", "model_label"]
+    search_fields = ["name", "model_label"]
+    actions = ["pause_runs", "cancel_runs"]
+    inlines = [WorkerInline]
+    fieldsets = [
+        (None, {"fields": ["name", "model_label", "strategy", "spec_json", "state", "request"]}),
+        (
+            "Progress",
+            {
+                "fields": [
+                    "progress_bar",
+                    "estimated_rows",
+                    "rows_scanned",
+                    "rows_changed",
+                    "chunks",
+                    "rate",
+                    "batch_size",
+                    "parallel",
+                    "checkpoint",
+                ]
+            },
+        ),
+        ("Times", {"fields": ["created_at", "started_at", "heartbeat", "finished_at"]}),
+        ("Outcome", {"fields": ["last_error", "resume"]}),
+        ("Control", {"fields": ["controls"]}),
+    ]
+    readonly_fields = [
+        "name",
+        "model_label",
+        "strategy",
+        "spec_json",
+        "state",
+        "request",
+        "progress_bar",
+        "estimated_rows",
+        "rows_scanned",
+        "rows_changed",
+        "chunks",
+        "rate",
+        "batch_size",
+        "parallel",
+        "checkpoint",
+        "created_at",
+        "started_at",
+        "heartbeat",
+        "finished_at",
+        "last_error",
+        "resume",
+        "controls",
+    ]
+
+    # -- permissions: read-only for everyone, control for the permission's holders ---------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_view_permission(request, obj) or self.has_control_permission(request)
+
+    def has_control_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm(CONTROL_PERMISSION))
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
+        return status.annotated(super().get_queryset(request))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if not self.has_control_permission(request):
+            return [f for f in fieldsets if f[0] != "Control"]
+        return fieldsets
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        shown = list(super().get_list_display(request))
+        if not self.has_control_permission(request):
+            shown.remove("controls")
+        return shown
+
+    # -- columns and fields ----------------------------------------------------------------
+
+    def _status(self, run: Run) -> status.RunStatus:
+        # One RunStatus per row and request: several columns read it.
+        cached: status.RunStatus | None = getattr(run, "_backfill_status", None)
+        if cached is None:
+            cached = status.describe(run, run._state.db or "default")
+            run._backfill_status = cached  # type: ignore[attr-defined]
+        return cached
+
+    @admin.display(description="status", ordering="status")
+    def state(self, run: Run) -> str:
+        return self._status(run).state
+
+    @admin.display(description="requested")
+    def request(self, run: Run) -> str:
+        if not run.requested:
+            return "-"
+        return f"{run.requested} by {run.requested_by}" if run.requested_by else run.requested
+
+    @admin.display(description="progress")
+    def progress_bar(self, run: Run) -> SafeString:
+        share = run.progress
+        if share is None:
+            return format_html('<span title="{}">?</span>', "no row estimate")
+        return format_html(
+            '<progress value="{}" max="1000" style="width:8em">{}</progress> {}',
+            round(share * 1000),
+            status.percent(share),
+            status.percent(share),
+        )
+
+    @admin.display(description="rows scanned", ordering="rows_scanned")
+    def scanned(self, run: Run) -> str:
+        return f"{run.rows_scanned:,}"
+
+    @admin.display(description="rows changed", ordering="rows_changed")
+    def changed(self, run: Run) -> str:
+        return f"{run.rows_changed:,}"
+
+    @admin.display(description="rate")
+    def rate(self, run: Run) -> str:
+        return status.rate(run.rate)
+
+    @admin.display(description="heartbeat", ordering="heartbeat_at")
+    def heartbeat(self, run: Run) -> str:
+        return status.ago(self._status(run).heartbeat_age)
+
+    @admin.display(description="chunks")
+    def chunks(self, run: Run) -> str:
+        info = self._status(run)
+        return f"{info.chunks_done:,} done, {info.chunks_pending:,} pending"
+
+    @admin.display(description="checkpoint")
+    def checkpoint(self, run: Run) -> str:
+        info = self._status(run)
+        if info.state == Run.Status.COMPLETED:
+            return "done"
+        return "start of the table" if info.checkpoint is None else info.checkpoint
+
+    @admin.display(description="spec")
+    def spec_json(self, run: Run) -> str:
+        return json.dumps(run.spec, sort_keys=True)
+
+    @admin.display(description="command to resume")
+    def resume(self, run: Run) -> SafeString | str:
+        command = self._status(run).resume_command
+        if command is None:
+            return "-"
+        return format_html("<code>{}</code>", command)
+
+    @admin.display(description="control")
+    def controls(self, run: Run) -> SafeString | str:
+        # Buttons, not links: they submit the page's own form (and its CSRF token) to the
+        # pause or cancel view through ``formaction``, so a list row needs no nested form.
+        buttons = []
+        if run.status == Run.Status.RUNNING and not run.requested:
+            buttons.append(("pause", "Pause", ""))
+        if run.status not in (Run.Status.COMPLETED, Run.Status.CANCELLED) and (
+            run.requested != Run.Request.CANCEL
+        ):
+            question = f"Cancel run {run.name!r}? It will not resume without --restart."
+            buttons.append(("cancel", "Cancel", f"return confirm({json.dumps(question)})"))
+        if not buttons:
+            return "-"
+        return format_html_join(
+            " ",
+            '<button type="submit" class="button" name="_{}" formaction="{}" '
+            'formmethod="post" onclick="{}">{}</button>',
+            (
+                (
+                    what,
+                    reverse(f"admin:backfill_run_{what}", args=[run.pk]),
+                    confirm,
+                    label,
+                )
+                for what, label, confirm in buttons
+            ),
+        )
+
+    # -- pause and cancel: two actions, two POST-only views ---------------------------------
+
+    @admin.action(
+        description="Pause selected runs (after their current chunk)", permissions=["control"]
+    )
+    def pause_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        done = request_pause(queryset, _username(request))
+        self._report(request, "Pause", done, queryset.count())
+
+    @admin.action(description="Cancel selected runs", permissions=["control"])
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        done = request_cancel(queryset, _username(request))
+        self._report(request, "Cancel", done, queryset.count())
+
+    def _report(self, request: HttpRequest, what: str, done: int, selected: int) -> None:
+        if done:
+            self.message_user(
+                request,
+                f"{what} requested for {done} run(s); a working process stops after its "
+                "current chunk (exit 3).",
+                messages.SUCCESS,
+            )
+        if selected > done:
+            state = "running" if what == "Pause" else "unfinished"
+            self.message_user(
+                request,
+                f"{selected - done} selected run(s) not {state} or already asked; left as is.",
+                messages.WARNING,
+            )
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path(
+                "<path:object_id>/pause/",
+                self.admin_site.admin_view(self._control_view(request_pause, "Pause")),
+                name="backfill_run_pause",
+            ),
+            path(
+                "<path:object_id>/cancel/",
+                self.admin_site.admin_view(self._control_view(request_cancel, "Cancel")),
+                name="backfill_run_cancel",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def _control_view(
+        self, apply: Callable[[QuerySet[Run], str], int], what: str
+    ) -> Callable[..., HttpResponse]:
+        def view(request: HttpRequest, object_id: str) -> HttpResponse:
+            if request.method != "POST":
+                return HttpResponseNotAllowed(["POST"])
+            if not self.has_control_permission(request):
+                raise PermissionDenied
+            run = get_object_or_404(self.get_queryset(request), pk=object_id)
+            done = apply(Run.objects.using(run._state.db).filter(pk=run.pk), _username(request))
+            self._report(request, what, done, 1)
+            # Back to the page the button was on (the list keeps its filters), else the run.
+            back = request.headers.get("referer", "")
+            if not url_has_allowed_host_and_scheme(
+                back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+            ):
+                back = reverse("admin:backfill_run_change", args=[run.pk])
+            return HttpResponseRedirect(back)
+
+        return view
