@@ -6,7 +6,8 @@ Every ``process`` call runs inside the chunk's transaction, opened by the runner
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+from operator import itemgetter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -169,18 +170,6 @@ class _RowChanges:
         return self.writer.write(self.changes, chunk.lo, chunk.hi)
 
 
-def _call(transform: Transform, target: Any, pk: Any, model: type[models.Model]) -> Any:
-    try:
-        return transform.func(target)
-    except Exception as exc:
-        raise TransformFailed(
-            f"Transform {transform.name!r} raised on {model._meta.label} pk={pk!r}: "
-            f"{type(exc).__name__}: {exc}",
-            pk=pk,
-            error=exc,
-        ) from exc
-
-
 class IterateStrategy:
     """Model instances through the ORM; changed rows written in one bulk statement per chunk."""
 
@@ -199,64 +188,84 @@ class IterateStrategy:
         qs = self.queryset.filter(key_range(chunk)).order_by("pk")
         return qs.select_for_update(no_key=True) if lock else qs
 
-    def _rows(self, chunk: Chunk, lock: bool) -> Any:
-        """Yield ``(obj, pk, old, new)`` per row read; ``new`` holds changed attnames only."""
+    def _scan(self, chunk: Chunk, lock: bool, limit: int | None = None) -> tuple[int, list[Any]]:
+        """Run the transform over the chunk's instances: rows read, and ``(obj, pk, old, new)``
+        per changed row (``new`` holds the changed attnames only), stopping after ``limit``.
+        The hot loop of the iterate strategy.
+        """
         pk_attname = self.model._meta.pk.attname
-        loaded: list[str] | None = None
+        func = self.transform.func
+        changes: list[tuple[Any, Any, dict[str, Any], dict[str, Any]]] = []
+        loaded: list[str] = []
+        snapshot: Callable[[dict[str, Any]], Any] = lambda state: ()  # noqa: E731
         mutable = False
-        for obj in self._chunk_qs(chunk, lock).iterator(chunk_size=FETCH_SIZE):
-            state = obj.__dict__
-            if loaded is None:
-                deferred = obj.get_deferred_fields()
-                loaded = [a for a in self.concrete if a not in deferred and a != pk_attname]
-                mutable = any(isinstance(state[a], (dict, list)) for a in loaded)
-            before = [state[a] for a in loaded]
-            if mutable:
-                before = copy.deepcopy(before)
-            width = len(state)
-            pk = state[pk_attname]
-            if _call(self.transform, obj, pk, self.model) is False:
-                yield obj, pk, None, None
-                continue
-            old = {a: v for a, v in zip(loaded, before, strict=True) if state[a] != v}
-            new = {a: state[a] for a in old}
-            if len(state) != width:
-                # The transform set a deferred field: a change, though its old value is unknown.
-                for a in self.concrete:
-                    if a in state and a not in loaded and a != pk_attname and a not in new:
-                        new[a] = state[a]
-                        old[a] = "(not loaded)"
-            yield obj, pk, old, new
+        read = 0
+        pk = None
+        try:
+            for obj in self._chunk_qs(chunk, lock).iterator(chunk_size=FETCH_SIZE):
+                state = obj.__dict__
+                if not read:
+                    deferred = obj.get_deferred_fields()
+                    loaded = [a for a in self.concrete if a not in deferred and a != pk_attname]
+                    if loaded:
+                        snapshot = itemgetter(*loaded)
+                    mutable = any(isinstance(state[a], (dict, list)) for a in loaded)
+                read += 1
+                pk = state[pk_attname]
+                before = snapshot(state)
+                if mutable:
+                    before = copy.deepcopy(before)
+                width = len(state)
+                if func(obj) is False:
+                    continue
+                if snapshot(state) == before and len(state) == width:
+                    continue
+                old_values = before if len(loaded) > 1 else (before,)
+                old = {a: v for a, v in zip(loaded, old_values, strict=True) if state[a] != v}
+                new = {a: state[a] for a in old}
+                if len(state) != width:
+                    # The transform set a deferred field: a change, its old value unknown.
+                    for a in self.concrete:
+                        if a in state and a not in loaded and a != pk_attname and a not in new:
+                            new[a] = state[a]
+                            old[a] = "(not loaded)"
+                if new:
+                    changes.append((obj, pk, old, new))
+                    if limit is not None and len(changes) >= limit:
+                        break
+        except (DatabaseError, TransformFailed):
+            raise
+        except Exception as exc:
+            raise TransformFailed(
+                f"Transform {self.transform.name!r} raised on {self.model._meta.label} "
+                f"pk={pk!r}: {type(exc).__name__}: {exc}",
+                pk=pk,
+                error=exc,
+            ) from exc
+        return read, changes
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
-        read = 0
-        writes = _RowChanges(self.model, self.queryset.db)
-        saved = 0
-        for obj, pk, _old, new in self._rows(chunk, lock):
-            read += 1
-            if not new:
-                continue
-            if self.save:
+        read, changes = self._scan(chunk, lock)
+        if self.save:
+            for obj, _pk, _old, new in changes:
                 obj.save(update_fields=[self.concrete[a].name for a in new], using=self.queryset.db)
-                saved += 1
-            else:
-                writes.add(pk, new)
-        return ChunkWork(read, saved if self.save else writes.flush(chunk))
+            return ChunkWork(read, len(changes))
+        writes = _RowChanges(self.model, self.queryset.db)
+        writes.changes = [(pk, new) for _obj, pk, _old, new in changes]
+        return ChunkWork(read, writes.flush(chunk))
 
     def preview(self, chunk: Chunk) -> list[PreviewRow]:
-        rows: list[PreviewRow] = []
-        for _obj, pk, old, new in self._rows(chunk, False):
-            if new:
-                name = {a: self.concrete[a].name for a in new}
-                rows.append(
-                    PreviewRow(
-                        pk,
-                        {name[a]: _plain(v) for a, v in old.items()},
-                        {name[a]: _plain(v) for a, v in new.items()},
-                    )
+        _read, changes = self._scan(chunk, False, limit=PREVIEW_ROWS)
+        rows = []
+        for _obj, pk, old, new in changes:
+            name = {a: self.concrete[a].name for a in new}
+            rows.append(
+                PreviewRow(
+                    pk,
+                    {name[a]: _plain(v) for a, v in old.items()},
+                    {name[a]: _plain(v) for a, v in new.items()},
                 )
-                if len(rows) == PREVIEW_ROWS:
-                    break
+            )
         return rows
 
     def describe(self, chunk: Chunk | None) -> Description:
