@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from argparse import ArgumentParser
-from typing import Any
+from typing import Any, NoReturn
 
-from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS, models
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections, models
 
 from backfill import events, schema
 from backfill.exceptions import BackfillError, BadInput, ChunkFailed, Interrupted
@@ -75,6 +75,16 @@ class BackfillCommand(BaseCommand):
     def add_strategy_arguments(self, parser: ArgumentParser) -> None:
         raise NotImplementedError
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        if not parser.called_from_command_line:
+            # call_command: a usage error is bad input (exit 2), as argparse exits on a terminal.
+            def error(message: str) -> NoReturn:
+                raise CommandError(f"Error: {message}", returncode=BadInput.exit_code)
+
+            parser.error = error  # type: ignore[method-assign]
+        return parser
+
     def run_backfill(
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
     ) -> Result:
@@ -84,6 +94,11 @@ class BackfillCommand(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
+            if options["database"] not in connections:
+                raise BadInput(
+                    f"--database {options['database']!r} is not a database alias in "
+                    f"settings.DATABASES. Use one of: {', '.join(connections)}."
+                )
             model = schema.resolve_model(options["model"])
             if options.get("only") and options.get("defer"):
                 raise BadInput("--only and --defer cannot be used together; pass one of them.")
