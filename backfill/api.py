@@ -52,7 +52,7 @@ def _run(
     if opts.workers > 1 and not opts.dry_run:
         from backfill.workers import run_parallel
 
-        return run_parallel(strategy, opts, reporter=reporter or events.ignore)
+        return run_parallel(strategy, opts, reporter=reporter or events.ignore, stop=stop)
     kwargs: dict[str, Any] = {}
     if clock is not None:
         kwargs["clock"] = clock

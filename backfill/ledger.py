@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from backfill.chunks import Chunk, KeyPlanner
@@ -35,6 +35,22 @@ class Claim:
 
 def identity() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
+
+
+def process_exists(pid: int) -> bool:
+    """Whether ``pid`` is a live process on this host (a zombie, killed but not reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
 
 def _ago(moment: Any) -> str:
@@ -117,7 +133,10 @@ class Ledger:
         now = timezone.now()
         workers = Worker.objects.using(self.using).filter(run=run)
         live = list(workers.filter(heartbeat_at__gte=now - timedelta(seconds=self.lease)))
-        live = [w for w in live if (w.host, w.pid) != (self.host, self.pid)]
+        # A holder on this host whose process is gone (kill -9, OOM) is dead now, not when
+        # its lease runs out; other hosts' holders can only be judged by their heartbeat.
+        gone = [w.pk for w in live if w.host == self.host and not process_exists(w.pid)]
+        live = [w for w in live if w.pk not in gone and (w.host, w.pid) != (self.host, self.pid)]
         if live and (restart or not parallel or not run.parallel):
             holder = live[0]
             raise RunBusy(
@@ -165,7 +184,9 @@ class Ledger:
         run.batch_size = batch_size
         run.heartbeat_at = now
         run.save(using=self.using)
-        workers.filter(heartbeat_at__lt=now - timedelta(seconds=self.lease)).delete()
+        workers.filter(
+            Q(heartbeat_at__lt=now - timedelta(seconds=self.lease)) | Q(pk__in=gone)
+        ).delete()
         Worker.objects.using(self.using).update_or_create(
             run=run, host=self.host, pid=self.pid, defaults={"heartbeat_at": now}
         )

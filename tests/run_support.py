@@ -1,0 +1,122 @@
+"""Helpers of the run tests (resume, signals, kill -9, reconnect, busy, workers).
+
+The Counter model is the witness: every transform here adds 1 to ``hits``, so after a run
+every row must hold exactly 1, and at any moment a row holds 1 exactly when it lies in a
+chunk the ledger records as done.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from backfill.models import Chunk, Run
+from tests.testapp.models import Counter
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL-only feature (SKIP LOCKED, backends)"
+)
+sqlite_only = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite-only behaviour")
+
+SLOW = "tests.transforms.count_hit_slowly"
+FAST = "tests.transforms.count_hit"
+
+
+def make_counters(count: int) -> list[int]:
+    """``count`` Counter rows with hits 0; their pks in order."""
+    Counter.objects.bulk_create(Counter(name=f"c{i}") for i in range(count))
+    return list(Counter.objects.order_by("pk").values_list("pk", flat=True))
+
+
+def hits() -> dict[int, int]:
+    return dict(Counter.objects.values_list("pk", "hits"))
+
+
+def assert_every_row_once() -> None:
+    counts = hits()
+    wrong = {pk: n for pk, n in counts.items() if n != 1}
+    assert not wrong, f"{len(wrong)} of {len(counts)} rows not hit exactly once: {wrong}"
+
+
+def the_run() -> Run:
+    return Run.objects.get()
+
+
+def assert_ledger_matches_data(run: Run | None = None) -> None:
+    """A row was transformed (hits 1) exactly when it lies in a chunk recorded as done.
+
+    This holds at every instant, also right after a kill -9, because a chunk's write and its
+    ledger entry commit in one transaction. Pending chunks (parallel mode) hold untouched rows.
+    """
+    run = run or the_run()
+    done = list(Chunk.objects.filter(run=run, status=Chunk.Status.DONE).values_list("lo", "hi"))
+    ranges = [(None if lo is None else int(lo), int(hi)) for lo, hi in done]
+    for pk, count in hits().items():
+        inside = sum(1 for lo, hi in ranges if (lo is None or pk > lo) and pk <= hi)
+        assert inside <= 1, f"pk {pk} lies in {inside} done chunks"
+        assert count == inside, f"pk {pk} has hits {count} but lies in {inside} done chunks"
+    run.refresh_from_db()
+    assert run.rows_changed == sum(hits().values())
+    assert run.chunks_done == len(done)
+
+
+def assert_chunks_tile(run: Run | None = None) -> None:
+    """The chunks cover (start, pk_end] edge to edge: no gap, no overlap."""
+    run = run or the_run()
+    bounds = sorted(
+        (int(hi), None if lo is None else int(lo))
+        for lo, hi in Chunk.objects.filter(run=run).values_list("lo", "hi")
+    )
+    previous: int | None = None
+    for hi, lo in bounds:
+        assert lo == previous, f"chunk ({lo}, {hi}] does not start at {previous}"
+        previous = hi
+    assert previous is not None and str(previous) == run.pk_end
+
+
+def call(command: str, *args: str) -> tuple[int, str, str]:
+    """``call_command`` with captured output: (exit code, stdout, error message or stderr)."""
+    out, err = StringIO(), StringIO()
+    try:
+        call_command(command, *args, stdout=out, stderr=err)
+    except CommandError as exc:
+        return exc.returncode, out.getvalue(), str(exc)
+    return 0, out.getvalue(), err.getvalue()
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"Timed out after {timeout:g} s waiting for {what}")
+
+
+def chunks_done_at_least(count: int) -> Callable[[], bool]:
+    def check() -> bool:
+        return Run.objects.filter(chunks_done__gte=count).exists()
+
+    return check
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    """SIGKILL and reap, so the pid is gone (not a zombie) when the next process starts."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
