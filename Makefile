@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_blogposts --rows 200000 --truncate
-	$(BIN)/python manage.py backfill_iterate blog.BlogPost --only author --progress bar
+	$(BIN)/python manage.py backfill_iterate blog.BlogPost --only author --progress bar --restart
 
 # Both databases run even when the first fails; the target fails if either did.
 test: lint
