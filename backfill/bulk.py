@@ -94,7 +94,9 @@ class BulkWriter:
     def _write_table(self, table: _Table, rows: Sequence[Change]) -> None:
         fields = [f for f in table.fields if any(f.attname in values for _, values in rows)]
         flagged = [not all(f.attname in values for _, values in rows) for f in fields]
-        if is_postgres(self.connection):
+        # unnest() flattens nested arrays, so array columns take the VALUES path instead.
+        arrays = any((f.db_type(self.connection) or "").endswith("]") for f in fields)
+        if is_postgres(self.connection) and not arrays:
             self._write_postgres(table, fields, flagged, rows)
         else:
             per_row = 1 + len(fields) + sum(flagged)
@@ -209,11 +211,21 @@ class BulkWriter:
             params.extend(
                 f.attname in values for f, flag in zip(fields, flagged, strict=True) if flag
             )
-        row_sql = "(" + ", ".join(["%s"] * len(names)) + ")"
+        if is_postgres(self.connection):
+            # VALUES has no column types of its own on PostgreSQL: cast each placeholder.
+            types = [
+                table.pk.db_type(self.connection),
+                *(f.db_type(self.connection) for f in fields),
+            ]
+            types += ["boolean" for flag in flagged if flag]
+            row_sql = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
+        else:
+            row_sql = "(" + ", ".join(["%s"] * len(names)) + ")"
+        bounds, bound_params = self._range(table)
         sql = (
             f"WITH v({', '.join(names)}) AS (VALUES {', '.join([row_sql] * len(rows))}) "
             f"UPDATE {qn(table.name)} SET {self._assignments(table, fields, flagged)} "
-            f'FROM v WHERE {qn(table.name)}.{qn(table.pk.column)} = v."_k"'
+            f'FROM v WHERE {qn(table.name)}.{qn(table.pk.column)} = v."_k"{bounds}'
         )
         with self.connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(sql, [*params, *bound_params])
