@@ -39,14 +39,15 @@ def describe(alias: str) -> str:
 def set_local_timeouts(
     connection: BaseDatabaseWrapper, lock_timeout: float | None, statement_timeout: float | None
 ) -> None:
-    """Bound this transaction's waits; ``set_config(..., true)`` is ``SET LOCAL`` with parameters."""
+    """Bound this transaction's waits: ``set_config(..., true)`` is a parametrised ``SET LOCAL``."""
     if not is_postgres(connection):
         return
     settings = []
+    # At least 1 ms: a fraction that rounds to 0 ms would switch the timeout off.
     if lock_timeout:
-        settings.append(("lock_timeout", f"{int(lock_timeout * 1000)}ms"))
+        settings.append(("lock_timeout", f"{max(1, round(lock_timeout * 1000))}ms"))
     if statement_timeout:
-        settings.append(("statement_timeout", f"{int(statement_timeout * 1000)}ms"))
+        settings.append(("statement_timeout", f"{max(1, round(statement_timeout * 1000))}ms"))
     if not settings:
         return
     sql = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in settings)
@@ -77,18 +78,32 @@ def transient_reason(exc: BaseException) -> str | None:
     return None
 
 
+TABLE_SIZE_SQL = (
+    "SELECT c.reltuples, c.relpages, c.relkind, "
+    "pg_relation_size(c.oid) / current_setting('block_size')::int "
+    "FROM pg_class c WHERE c.oid = to_regclass(%s)"
+)
+
+
 def table_rows(connection: BaseDatabaseWrapper, model: type[models.Model], *, exact: bool) -> int:
-    """Rows in the model's table: the planner's estimate on PostgreSQL unless exact is asked."""
+    """Rows in the model's table: an estimate on PostgreSQL unless exact is asked.
+
+    The estimate is ``pg_class.reltuples`` scaled to the table's current size, as the planner
+    does, so a table that grew since its last ANALYZE is not under-counted; a table never
+    analysed asks the planner. Neither reads the table.
+    """
     table = connection.ops.quote_name(model._meta.db_table)
     with connection.cursor() as cursor:
         if is_postgres(connection) and not exact:
-            cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [table]
-            )
+            cursor.execute(TABLE_SIZE_SQL, [table])
             row = cursor.fetchone()
-            if row and row[0] is not None and row[0] >= 0:
-                return int(row[0])
-            # Never analysed: ask the planner instead (still no full scan).
+            if row is not None and row[2] in ("r", "m"):
+                reltuples, relpages, _kind, pages = row
+                if reltuples >= 0 and relpages > 0:
+                    return round(float(reltuples) / int(relpages) * int(pages))
+                if pages == 0:
+                    return 0
+            # Never analysed (or partitioned): ask the planner (still no scan).
             cursor.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table}")
             plan: Any = cursor.fetchone()[0]  # type: ignore[index]
             if isinstance(plan, str):
@@ -99,7 +114,7 @@ def table_rows(connection: BaseDatabaseWrapper, model: type[models.Model], *, ex
 
 
 def query_param_limit(connection: BaseDatabaseWrapper) -> int:
-    """How many ``?`` parameters one statement may carry (SQLite); PostgreSQL arrays need 1/column."""
+    """How many ``?`` parameters a statement may carry (SQLite); PostgreSQL arrays need 1/column."""
     if connection.vendor == "sqlite":
         import sqlite3
 
@@ -111,8 +126,11 @@ def query_param_limit(connection: BaseDatabaseWrapper) -> int:
     return int(limit) if limit else 65_535
 
 
+# A replica that replayed everything flushed has no lag, whatever replay_lag still shows: the
+# primary keeps showing the last measured lag until two idle status replies later.
 PRIMARY_LAG_SQL = (
-    "SELECT application_name, COALESCE(EXTRACT(EPOCH FROM replay_lag), 0) FROM pg_stat_replication"
+    "SELECT application_name, CASE WHEN replay_lsn >= pg_current_wal_flush_lsn() THEN 0 "
+    "ELSE COALESCE(EXTRACT(EPOCH FROM replay_lag), 0) END FROM pg_stat_replication"
 )
 REPLICA_LAG_SQL = (
     "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 "

@@ -2,8 +2,10 @@
 
 The chunk size follows a weighted average of rows per second, as pt-online-schema-change does:
 ``next = average_rate * target_chunk_time``, bounded by a minimum and maximum and by a growth
-cap per step, so one fast chunk cannot make the next one enormous. Time is injected: tests give
-a fake clock and never sleep.
+cap per step, so one fast chunk cannot make the next one enormous. Without a target the size is
+fixed; after a lock timeout it is halved and then doubles back per chunk. The rate cap spaces
+chunks so rows/second never exceeds it, without saving up credit while the run waits. Time is
+injected: tests give a fake clock and never sleep.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Pacer:
     rate: float | None = field(default=None, init=False)
     rows: int = field(default=0, init=False)
     started: float | None = field(default=None, init=False)
+    # When the rows recorded so far are paid for under the rate cap.
+    due: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.size = self.batch_size
@@ -45,25 +49,34 @@ class Pacer:
     def record(self, rows: int, seconds: float) -> None:
         """Account for a finished chunk and choose the next chunk's size."""
         self.rows += rows
-        if not self.target_chunk_time or rows <= 0:
+        if self.max_rate:
+            # Time spent waiting (replica lag, a retry) earns no credit: the cap must not
+            # allow a burst afterwards, which is exactly when the database is catching up.
+            began = self.clock() - seconds
+            self.due = max(self.due if self.due is not None else began, began)
+            self.due += rows / self.max_rate
+        if rows <= 0:
             return
-        rate = rows / max(seconds, 1e-6)
-        self.rate = rate if self.rate is None else WEIGHT * rate + (1 - WEIGHT) * self.rate
-        wanted = int(self.rate * self.target_chunk_time)
-        wanted = min(wanted, int(self.size * GROWTH_CAP))
-        self.size = max(self.min_size, min(self.max_size, wanted))
+        if self.target_chunk_time:
+            rate = rows / max(seconds, 1e-6)
+            self.rate = rate if self.rate is None else WEIGHT * rate + (1 - WEIGHT) * self.rate
+            wanted = int(self.rate * self.target_chunk_time)
+            wanted = min(wanted, int(self.size * GROWTH_CAP))
+            self.size = max(self.min_size, min(self.max_size, wanted))
+        else:
+            # A fixed size that was halved after a timeout grows back, doubling per chunk.
+            self.size = min(self.batch_size, int(self.size * GROWTH_CAP))
         if self.max_rate:
             self.size = max(1, min(self.size, int(self.max_rate)))
 
     def shrink(self) -> int:
-        """Halve the chunk after a lock timeout or statement timeout."""
+        """Halve the chunk after a lock timeout, deadlock or statement timeout."""
         self.size = max(1, self.size // 2)
         return self.size
 
     def delay(self) -> float:
         """Seconds to wait before the next chunk: the fixed sleep, or longer to hold the cap."""
         wait = self.sleep
-        if self.max_rate and self.started is not None:
-            due = self.started + self.rows / self.max_rate
-            wait = max(wait, due - self.clock())
+        if self.due is not None:
+            wait = max(wait, self.due - self.clock())
         return max(0.0, wait)

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -196,10 +196,13 @@ class Runner:
         )
         for note in self.strategy.notes():
             self.report(events.Notice(note))
+        for note in self._safety_notes():
+            self.report(events.Notice(note))
         scanned = changed = chunks = attempt = 0
         retries = int(opts.retries or 0)
         last_beat = started
         next_vacuum = self._vacuum_step(run)
+        end_key = ledger.planner.from_text(run.pk_end)
         while True:
             elapsed = self.clock() - started
             stop = self._stop_reason(elapsed)
@@ -207,7 +210,8 @@ class Runner:
                 return self._interrupt(
                     ledger, run, Run.Status.STOPPED, stop, scanned, changed, chunks, elapsed
                 )
-            self._wait_for_replicas(ledger, run)
+            if self._wait_for_replicas(ledger, run, started):
+                continue  # stopped while waiting: the check above ends the run
             claim_chunk: Chunk | None = None
             t0 = self.clock()
             try:
@@ -306,7 +310,9 @@ class Runner:
             if next_vacuum is not None and base_scanned + scanned >= next_vacuum:
                 self._vacuum(run, base_scanned + scanned)
                 next_vacuum += self._vacuum_step(run) or 0
-            delay = pacer.delay()
+            # No pause after the chunk that reached the run's last key: nothing follows it.
+            done = not self.parallel and claim.chunk.hi == end_key
+            delay = 0.0 if done else pacer.delay()
             if delay > 0:
                 if delay >= WAIT_SLICE and opts.max_rate:
                     self.report(events.Waiting(f"rate cap {opts.max_rate:g} rows/s", delay))
@@ -342,24 +348,58 @@ class Runner:
             if seconds > HEARTBEAT_EVERY:
                 self._quietly(ledger.heartbeat, run)
 
-    def _wait_for_replicas(self, ledger: Ledger, run: Run) -> None:
+    def _safety_notes(self) -> list[str]:
+        """Say which PostgreSQL-only safety options this run cannot honour, and why."""
+        notes = []
+        vendor = self.connection.vendor
+        aliases = get_setting("REPLICA_ALIASES")
+        if (
+            self.options.max_replica_lag
+            and not aliases
+            and not database.is_postgres(self.connection)
+        ):
+            notes.append(
+                f"--max-replica-lag is not checked on {vendor}: it reads PostgreSQL's "
+                "pg_stat_replication (or the replicas in BACKFILL['REPLICA_ALIASES'])."
+            )
+        if self.options.vacuum_every and not database.is_postgres(self.connection):
+            notes.append(f"--vacuum-every is not run on {vendor}: it VACUUMs PostgreSQL tables.")
+        elif self.options.vacuum_every and self.parallel:
+            notes.append("--vacuum-every is not run with --workers; let autovacuum keep up.")
+        return notes
+
+    def _wait_for_replicas(self, ledger: Ledger, run: Run, started: float) -> bool:
+        """Hold the run while a replica lags too much. True when it was stopped meanwhile."""
         limit = self.options.max_replica_lag
         if not limit:
-            return
+            return False
         aliases = list(get_setting("REPLICA_ALIASES") or [])
-        while not self.stop:
+        waited = False
+        while True:
+            if self._stop_reason(self.clock() - started):
+                return True
             try:
                 worst = database.replica_lag(self.using, aliases)
             except DatabaseError as exc:
+                for alias in {self.using, *aliases}:
+                    if not connections[alias].is_usable():
+                        connections[alias].close()
+                waited = True
                 self.report(events.Waiting(f"cannot read replica lag ({exc}); waiting", 5.0))
                 self._pause(5.0, ledger, run)
                 continue
             if worst is None or worst[0] <= limit:
-                return
+                if waited:
+                    now = f"{worst[0]:.1f} s" if worst else "no replica"
+                    message = f"Replica lag is back under {limit:g} s ({now}); resuming."
+                    logger.info(message)
+                    self.report(events.Notice(message))
+                return False
             lag, where = worst
             wait = min(max(lag - limit, 1.0), 10.0)
             reason = f"{where} lags {lag:.1f} s > --max-replica-lag {limit:g} s; pausing"
             logger.info(reason)
+            waited = True
             self.report(events.Waiting(reason, wait))
             self._pause(wait, ledger, run)
 
@@ -484,7 +524,7 @@ class Runner:
             first = planner.next_chunk(None, bounds.last, size) if bounds else None
             description = self.strategy.describe(first)
             preview = self.strategy.preview(first) if first else []
-            explain, warnings = self._explain(first)
+            explain, warnings = self._explain(first, estimate, size)
             transaction.set_rollback(True)
         plan = DryRunPlan(
             table=self.model._meta.db_table,
@@ -510,7 +550,10 @@ class Runner:
         self.report(events.Finished(result))
         return result
 
-    def _explain(self, chunk: Chunk | None) -> tuple[list[str], list[str]]:
+    def _explain(
+        self, chunk: Chunk | None, estimate: int, size: int
+    ) -> tuple[list[str], list[str]]:
+        """The first chunk's plan, and a warning when it reads the whole table."""
         if chunk is None or not database.is_postgres(self.connection):
             return [], []
         from backfill.strategies import key_range
@@ -520,11 +563,33 @@ class Runner:
         with self.connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN {sql}", params)
             lines = [row[0] for row in cursor.fetchall()]
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+            plan = cursor.fetchone()[0]
+        if isinstance(plan, str):
+            plan = json.loads(plan)
+        # The model's own tables only (MTI parents too): a join to a small table may well be
+        # scanned, and a table that fits in one chunk is best read whole.
+        tables = {self.model._meta.db_table} | {
+            parent._meta.db_table for parent in self.model._meta.get_parent_list()
+        }
+        scanned = sorted(
+            {
+                node["Relation Name"]
+                for node in _plan_nodes(plan[0]["Plan"])
+                if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") in tables
+            }
+        )
         warnings = []
-        table = self.model._meta.db_table
-        if any("Seq Scan" in line and table in line for line in lines):
+        if scanned and estimate > size:
             warnings.append(
-                f"The first chunk's plan scans all of {table} (Seq Scan): every chunk may read "
-                "the whole table. Check that the primary key index is used, or ANALYZE the table."
+                f"The first chunk's plan reads all of {', '.join(scanned)} (Seq Scan): every "
+                f"chunk may read the whole table, ~{math.ceil(estimate / size):,} times. Check "
+                "that the primary key index is used, or ANALYZE the table."
             )
         return lines, warnings
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
