@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import DatabaseError, connections, transaction
@@ -150,8 +150,12 @@ class Runner:
                 )
                 self.report(events.Finished(result))
                 return result
+            started = self.clock()
             with stop_on_signals(self.stop):
-                return self._work(ledger, run, resumed)
+                try:
+                    return self._work(ledger, run, resumed)
+                except KeyboardInterrupt:
+                    self._abort(ledger, run, self.clock() - started)
         finally:
             try:
                 ledger.leave(run)
@@ -444,6 +448,38 @@ class Runner:
         self.report(
             events.Notice(f"VACUUM {table} after {done:,} rows took {self.clock() - t0:.1f} s")
         )
+
+    def _abort(self, ledger: Ledger, run: Run, elapsed: float) -> NoReturn:
+        """A second SIGINT: the chunk in flight rolled back; still an exit 3 with the hint."""
+        message = (
+            "Aborted by a second SIGINT; the chunk in flight was rolled back, the checkpoint "
+            "is after the last committed chunk. Re-run the same command to resume run "
+            f"{self.name!r}."
+        )
+        self._quietly(ledger.stop, run, Run.Status.STOPPED)
+        try:
+            fresh = ledger.refresh(run)
+            result = self._result(
+                ledger,
+                run,
+                "stopped",
+                fresh.rows_scanned - run.rows_scanned,
+                fresh.rows_changed - run.rows_changed,
+                fresh.chunks_done - run.chunks_done,
+                elapsed,
+                message,
+            )
+        except DatabaseError:
+            result = Result(
+                name=self.name,
+                model=self.model._meta.label,
+                strategy=self.strategy.kind,
+                database=self.using,
+                status="stopped",
+                elapsed=elapsed,
+                message=message,
+            )
+        raise Interrupted(message, result=result) from None
 
     def _fail(self, ledger: Ledger, run: Run, message: str) -> None:
         logger.error(message)
