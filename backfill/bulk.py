@@ -100,7 +100,8 @@ class BulkWriter:
             self._write_postgres(table, fields, flagged, rows)
         else:
             per_row = 1 + len(fields) + sum(flagged)
-            step = max(1, query_param_limit(self.connection) // per_row)
+            # Two parameters are the chunk's key bounds (see _range), not rows.
+            step = max(1, (query_param_limit(self.connection) - 2) // per_row)
             for start in range(0, len(rows), step):
                 self._write_values(table, fields, flagged, rows[start : start + step])
 
