@@ -46,8 +46,11 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# PostgreSQL from DATABASE_URL or 127.0.0.1:5432, database backfill_bench; e.g.
+#   make bench BENCH_ARGS="--rows 4000000 --check"
 bench: venv
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python -m pip install --disable-pip-version-check --quiet -r requirements-bench.txt
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 # The 4,000,000-row dataset in DATABASE_URL (default: the example site's SQLite file), replacing
 # whatever blog_blogpost held.
