@@ -91,7 +91,7 @@ class WorkerInline(admin.TabularInline):
 class RunAdmin(admin.ModelAdmin):
     list_display = [
         "name",
-        "model_label",
+        "model_column",
         "state",
         "progress_bar",
         "scanned",
@@ -105,15 +105,28 @@ class RunAdmin(admin.ModelAdmin):
     actions = ["pause_runs", "cancel_runs"]
     inlines = [WorkerInline]
     fieldsets = [
-        (None, {"fields": ["name", "model_label", "strategy", "spec_json", "state", "request"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "model_label",
+                    "strategy",
+                    "spec_json",
+                    "state",
+                    "request",
+                    "controls",
+                ]
+            },
+        ),
         (
             "Progress",
             {
                 "fields": [
                     "progress_bar",
-                    "estimated_rows",
-                    "rows_scanned",
-                    "rows_changed",
+                    "estimate",
+                    "scanned",
+                    "changed",
                     "chunks",
                     "rate",
                     "batch_size",
@@ -124,7 +137,6 @@ class RunAdmin(admin.ModelAdmin):
         ),
         ("Times", {"fields": ["created_at", "started_at", "heartbeat", "finished_at"]}),
         ("Outcome", {"fields": ["last_error", "resume"]}),
-        ("Control", {"fields": ["controls"]}),
     ]
     readonly_fields = [
         "name",
@@ -134,9 +146,9 @@ class RunAdmin(admin.ModelAdmin):
         "state",
         "request",
         "progress_bar",
-        "estimated_rows",
-        "rows_scanned",
-        "rows_changed",
+        "estimate",
+        "scanned",
+        "changed",
         "chunks",
         "rate",
         "batch_size",
@@ -173,9 +185,12 @@ class RunAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
-        if not self.has_control_permission(request):
-            return [f for f in fieldsets if f[0] != "Control"]
-        return fieldsets
+        if self.has_control_permission(request):
+            return fieldsets
+        return [
+            (title, {**options, "fields": [f for f in options["fields"] if f != "controls"]})
+            for title, options in fieldsets
+        ]
 
     def get_list_display(self, request: HttpRequest) -> Any:
         shown = list(super().get_list_display(request))
@@ -195,7 +210,15 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def state(self, run: Run) -> str:
-        return self._status(run).state
+        shown = self._status(run).state
+        if run.requested and run.status == Run.Status.RUNNING:
+            # Asked but not yet acted on: the process finishes its chunk first.
+            shown += f" ({run.requested} requested)"
+        return shown
+
+    @admin.display(description="model", ordering="model_label")
+    def model_column(self, run: Run) -> str:
+        return run.model_label
 
     @admin.display(description="requested")
     def request(self, run: Run) -> str:
@@ -209,7 +232,8 @@ class RunAdmin(admin.ModelAdmin):
         if share is None:
             return format_html('<span title="{}">?</span>', "no row estimate")
         return format_html(
-            '<progress value="{}" max="1000" style="width:8em">{}</progress> {}',
+            '<span style="white-space:nowrap"><progress value="{}" max="1000" '
+            'style="width:5em">{}</progress> {}</span>',
             round(share * 1000),
             status.percent(share),
             status.percent(share),
@@ -222,6 +246,10 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="rows changed", ordering="rows_changed")
     def changed(self, run: Run) -> str:
         return f"{run.rows_changed:,}"
+
+    @admin.display(description="estimated rows")
+    def estimate(self, run: Run) -> str:
+        return "unknown" if run.estimated_rows is None else f"~{run.estimated_rows:,}"
 
     @admin.display(description="rate")
     def rate(self, run: Run) -> str:

@@ -87,6 +87,7 @@ def test_the_list_shows_status_progress_rows_rate_and_heartbeat(controller: Clie
 
     page = controller.get(CHANGELIST).content.decode()
 
+    assert '<td class="field-model_column">blog.BlogPost</td>' in page
     assert '<progress value="500" max="1000"' in page
     assert "50.0%" in page
     assert "2,000" in page and "1,500" in page
@@ -189,6 +190,9 @@ def test_pause_asks_the_running_process_and_names_who_asked(controller: Client) 
     assert (run.requested, run.requested_by, run.status) == ("pause", "ops", "running")
     page = controller.get(CHANGELIST).content.decode()
     assert "Pause requested for 1 run(s)" in page
+    assert ">running (pause requested)<" in page
+    assert f'formaction="{pause_url(run)}"' not in page
+    assert f'formaction="{cancel_url(run)}"' in page
 
 
 @pytest.mark.django_db
