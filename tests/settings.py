@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "backfill",
     "example_site.blog",
     "tests.testapp",
+    "tests.migrapp",
 ]
 
 MIDDLEWARE = [

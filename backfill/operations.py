@@ -1,0 +1,438 @@
+"""``RunBackfill``: a backfill as a migration operation that ``migrate`` resumes after a stop.
+
+::
+
+    from backfill.operations import RunBackfill
+
+    class Migration(migrations.Migration):
+        atomic = False  # chunks commit one by one; an atomic migration is refused
+        dependencies = [("blog", "0002_blogpost_author_slug"), ("backfill", "0001_initial")]
+        operations = [
+            RunBackfill("BlogPost", transform="blog.slugs.fill_author_slug", fields=["author"],
+                        reverse_set={"author_slug": ""}),
+        ]
+
+The operation runs on the migration's database with the historical model of the migration's
+state, through the same engine as ``backfill.update/iterate/cursor``. Its run is named after the
+migration and the operation's position in it, so a ``migrate`` stopped by a signal (or by
+``max_runtime``) leaves the migration unrecorded and the next ``migrate`` resumes from the
+checkpoint. Failures reach ``migrate`` as ``CommandError`` with the backfill exit codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from django.core.exceptions import FieldError
+from django.core.management.base import CommandError
+from django.db import models, router
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.migration import Migration
+from django.db.migrations.operations.base import Operation, OperationCategory
+from django.db.migrations.state import ProjectState
+from django.db.models import Q, QuerySet
+
+from backfill import api, events
+from backfill.conf import get_setting
+from backfill.exceptions import BackfillError, BadInput, InsideTransaction
+from backfill.models import Run
+from backfill.progress import BarReporter, LogReporter, summary_line
+from backfill.result import Result
+
+logger = logging.getLogger("backfill")
+
+STRATEGIES = ("update", "iterate", "cursor")
+PROGRESS_MODES = ("auto", "bar", "log", "none")
+Transform = str | Callable[..., Any]
+Lookups = Mapping[str, Any] | Q
+
+
+def _callable_name(value: Any) -> Any:
+    if callable(value) and not isinstance(value, str):
+        return f"{value.__module__}.{value.__qualname__}"
+    return value
+
+
+class RunBackfill(Operation):
+    """Backfill one model's rows inside ``migrate``, chunk by chunk, resumably.
+
+    ``model_name`` is a model of the migration's app (``"BlogPost"``) or ``"app_label.Model"``.
+    Give ``set={field: value or expression}`` or ``transform`` (a callable or dotted path; an
+    instance transform for ``iterate``, a row transform for ``cursor``). ``strategy`` defaults
+    to ``"update"`` with ``set`` and ``"iterate"`` with a transform. ``fields`` limits the
+    columns a transform reads. ``filter`` / ``exclude`` are Django lookups (a dict or a ``Q``).
+    ``reverse_set`` / ``reverse_transform`` make the operation reversible. ``progress`` is
+    ``auto`` (a bar when stderr is a terminal, log lines otherwise), ``bar``, ``log`` or
+    ``none``. The other keyword arguments are run options, as for ``backfill.update``. Not
+    among them: ``dry_run`` (the migration would be recorded with nothing written),
+    ``restart`` (every re-run of migrate would start over instead of resuming) and ``workers``
+    (one migrate process works the run).
+
+    Construction raises ``ValueError`` / ``TypeError`` for a malformed operation. Running it
+    raises ``CommandError`` whose ``returncode`` is the backfill exit code (2: bad input or an
+    atomic migration, nothing written; 1: a chunk failed; 3: stopped early, resumable; 4: the
+    run is busy), chained to the backfill exception.
+    """
+
+    category = OperationCategory.PYTHON
+    reduces_to_sql = False
+    # Migration.apply wraps an operation in atomic() unless this is False; a backfill commits
+    # its own chunks.
+    atomic = False
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        set: Mapping[str, Any] | None = None,
+        transform: Transform | None = None,
+        strategy: str | None = None,
+        fields: Sequence[str] | None = None,
+        filter: Lookups | None = None,
+        exclude: Lookups | None = None,
+        reverse_set: Mapping[str, Any] | None = None,
+        reverse_transform: Transform | None = None,
+        progress: str = "auto",
+        hints: Mapping[str, Any] | None = None,
+        elidable: bool = False,
+        batch_size: int | None = None,
+        name: str | None = None,
+        max_runtime: float | None = None,
+        sleep: float | None = None,
+        target_chunk_time: float | None = None,
+        max_rate: float | None = None,
+        lock_timeout: float | None = None,
+        statement_timeout: float | None = None,
+        max_replica_lag: float | None = None,
+        vacuum_every: float | None = None,
+        count: str | None = None,
+        retries: int | None = None,
+    ) -> None:
+        # Spelled out rather than **options: the migration writer serialises only the
+        # parameters __init__ names.
+        run_options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "name": name,
+            "max_runtime": max_runtime,
+            "sleep": sleep,
+            "target_chunk_time": target_chunk_time,
+            "max_rate": max_rate,
+            "lock_timeout": lock_timeout,
+            "statement_timeout": statement_timeout,
+            "max_replica_lag": max_replica_lag,
+            "vacuum_every": vacuum_every,
+            "count": count,
+            "retries": retries,
+        }
+        if set is not None and transform is not None:
+            raise ValueError("RunBackfill takes set= or transform=, not both.")
+        if set is None and transform is None:
+            raise ValueError("RunBackfill needs set={field: value} or transform=callable/path.")
+        if reverse_set is not None and reverse_transform is not None:
+            raise ValueError("RunBackfill takes reverse_set= or reverse_transform=, not both.")
+        chosen = strategy or ("update" if set is not None else "iterate")
+        if chosen not in STRATEGIES:
+            raise ValueError(
+                f"RunBackfill strategy {strategy!r} is not one of {', '.join(STRATEGIES)}."
+            )
+        if chosen == "update" and (transform is not None or reverse_transform is not None):
+            raise ValueError(
+                "RunBackfill strategy 'update' runs SQL only: use set= / reverse_set=, or "
+                "strategy='iterate' for a transform."
+            )
+        if chosen == "update" and fields:
+            raise ValueError("RunBackfill fields= applies to iterate and cursor, not update.")
+        if progress not in PROGRESS_MODES:
+            raise ValueError(
+                f"RunBackfill progress {progress!r} is not one of {', '.join(PROGRESS_MODES)}."
+            )
+        self.model_name = model_name
+        self.set = dict(set) if set is not None else None
+        self.transform = transform
+        self.strategy = chosen
+        self.strategy_given = strategy
+        self.fields = list(fields) if fields else None
+        self.filter = filter
+        self.exclude = exclude
+        self.reverse_set = dict(reverse_set) if reverse_set is not None else None
+        self.reverse_transform = reverse_transform
+        self.progress = progress
+        self.hints = dict(hints or {})
+        self.elidable = elidable  # type: ignore[misc]
+        self.options: dict[str, Any] = {k: v for k, v in run_options.items() if v is not None}
+
+    # -- what Django asks of an operation ----------------------------------------------
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        kwargs: dict[str, Any] = {}
+        optional: dict[str, Any] = {
+            "set": self.set,
+            "transform": self.transform,
+            "strategy": self.strategy_given,
+            "fields": self.fields,
+            "filter": self.filter,
+            "exclude": self.exclude,
+            "reverse_set": self.reverse_set,
+            "reverse_transform": self.reverse_transform,
+        }
+        kwargs.update({k: v for k, v in optional.items() if v is not None})
+        if self.progress != "auto":
+            kwargs["progress"] = self.progress
+        if self.hints:
+            kwargs["hints"] = self.hints
+        if self.elidable:
+            kwargs["elidable"] = True
+        kwargs.update(self.options)
+        return (self.__class__.__qualname__, [self.model_name], kwargs)
+
+    @property
+    def reversible(self) -> bool:  # type: ignore[override]
+        return self.reverse_set is not None or self.reverse_transform is not None
+
+    def state_forwards(self, app_label: str, state: ProjectState) -> None:
+        """Data only: the project state does not change."""
+
+    def describe(self) -> str:
+        if self.set is not None:
+            what = "set " + ", ".join(self.set)
+        else:
+            what = str(_callable_name(self.transform))
+        return f"Backfill {self.model_name} ({self.strategy}): {what}"
+
+    @property
+    def migration_name_fragment(self) -> str:
+        return f"backfill_{self.model_name.rsplit('.', 1)[-1].lower()}"
+
+    def database_forwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        self._run(
+            app_label,
+            schema_editor,
+            from_state,
+            self.strategy,
+            self.set,
+            self.transform,
+            reverse=False,
+        )
+
+    def database_backwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        if not self.reversible:
+            raise NotImplementedError(
+                "You cannot reverse this operation: give RunBackfill a reverse_set or "
+                "reverse_transform."
+            )
+        # Setting values needs no Python per row: reverse_set always runs as SQL UPDATEs.
+        strategy = "update" if self.reverse_set is not None else self.strategy
+        self._run(
+            app_label,
+            schema_editor,
+            from_state,
+            strategy,
+            self.reverse_set,
+            self.reverse_transform,
+            reverse=True,
+        )
+
+    # -- running -------------------------------------------------------------------------
+
+    def _run(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        state: ProjectState,
+        strategy: str,
+        values: dict[str, Any] | None,
+        transform: Transform | None,
+        *,
+        reverse: bool,
+    ) -> None:
+        migration, index = self._owner()
+        where = (
+            f"RunBackfill #{index + 1} of migration {migration.app_label}.{migration.name}"
+            if migration is not None
+            else f"RunBackfill of {app_label}.{self.model_name}"
+        )
+        connection = schema_editor.connection
+        alias = connection.alias
+        try:
+            model = self._model(app_label, state)
+            if not router.allow_migrate(
+                alias,
+                model._meta.app_label,
+                model_name=model._meta.model_name,
+                model=model,
+                **self.hints,
+            ):
+                return
+            self._check_transaction(schema_editor)
+            name = self._run_name(app_label, migration, index, reverse)
+            ledger_ready = Run._meta.db_table in connection.introspection.table_names()
+            if ledger_ready:
+                # Once this direction runs, the other direction's run (completed or stopped)
+                # no longer describes the data: re-applying after an unapply must run again.
+                other = self._run_name(app_label, migration, index, not reverse)
+                Run.objects.using(alias).filter(name=other).delete()
+            rows = model._base_manager.using(alias)
+            if not rows.exists():
+                # A fresh database (a new checkout, the test database) has nothing to fill;
+                # recording an empty run there would only clutter the run list.
+                logger.info("%s: %s is empty; nothing to backfill.", where, model._meta.label)
+                return
+            if not ledger_ready:
+                raise BadInput(
+                    f"The backfill run ledger ({Run._meta.db_table}) is not migrated on database "
+                    f"{alias!r}. Add ('backfill', '0001_initial') to this migration's "
+                    "dependencies so backfill's own migrations run first."
+                )
+            reporter = self._reporter()
+            result = self._call(self._queryset(rows), strategy, values, transform, name, reporter)
+        except BackfillError as exc:
+            result_of = getattr(exc, "result", None)
+            if isinstance(result_of, Result) and self.progress != "none":
+                self._say(summary_line(result_of))
+            raise CommandError(f"{where}: {exc}", returncode=exc.exit_code) from exc
+        if self.progress != "none":
+            done = result.message
+            if result.status != "already completed":
+                done = f"{done.rstrip('.')}: {summary_line(result)}"
+            self._say(done)
+
+    def _owner(self) -> tuple[Migration | None, int]:
+        """The migration applying this operation, and the operation's index in it.
+
+        Operations are not told which migration they belong to; Migration.apply/unapply are
+        on the call stack, holding it as ``self``. Without it (an operation run by hand) the
+        run name falls back to a digest of the operation.
+        """
+        frame = inspect.currentframe()
+        try:
+            while frame is not None:
+                owner = frame.f_locals.get("self")
+                if isinstance(owner, Migration):
+                    for index, operation in enumerate(owner.operations):
+                        if operation is self:
+                            return owner, index
+                frame = frame.f_back
+        finally:
+            del frame
+        return None, 0
+
+    def _run_name(
+        self, app_label: str, migration: Migration | None, index: int, reverse: bool
+    ) -> str:
+        suffix = " reverse" if reverse else ""
+        if self.options.get("name"):
+            return f"{self.options['name']}{suffix}"
+        if migration is not None:
+            return f"migration {migration.app_label}.{migration.name} #{index + 1}{suffix}"
+        _, args, kwargs = self.deconstruct()
+        identity = json.dumps(
+            [app_label, args, {k: _callable_name(v) for k, v in kwargs.items()}],
+            sort_keys=True,
+            default=str,
+        )
+        digest = hashlib.sha1(identity.encode()).hexdigest()[:8]
+        return f"migration {app_label}.{self.model_name} {digest}{suffix}"
+
+    def _model(self, app_label: str, state: ProjectState) -> type[models.Model]:
+        label, _, name = self.model_name.rpartition(".")
+        label = label or app_label
+        try:
+            return state.apps.get_model(label, name)
+        except LookupError:
+            raise BadInput(
+                f"Model {label}.{name} is not in this migration's state. Check the model name "
+                f"and that the migration depends on the migration creating it."
+            ) from None
+
+    def _check_transaction(self, schema_editor: BaseDatabaseSchemaEditor) -> None:
+        if schema_editor.atomic_migration:
+            raise InsideTransaction(
+                "it cannot run in an atomic migration: a backfill commits chunk by chunk so it "
+                "can resume. Set `atomic = False` on the Migration class (and keep schema "
+                "changes in a separate migration). Nothing was written."
+            )
+        if schema_editor.connection.in_atomic_block:
+            raise InsideTransaction(
+                "it cannot run inside a transaction (atomic block): a backfill commits chunk by "
+                "chunk. Set `atomic = False` on the Migration class and run migrate outside "
+                "transaction.atomic(). Nothing was written."
+            )
+
+    def _queryset(self, rows: QuerySet[Any]) -> QuerySet[Any]:
+        for option, lookups, negate in (
+            ("filter", self.filter, False),
+            ("exclude", self.exclude, True),
+        ):
+            if not lookups:
+                continue
+            q = lookups if isinstance(lookups, Q) else Q(**lookups)
+            try:
+                rows = rows.exclude(q) if negate else rows.filter(q)
+            except (FieldError, ValueError, TypeError) as exc:
+                raise BadInput(
+                    f"{option}={lookups!r}: {exc} Use Django lookups, e.g. "
+                    "{'author__isnull': True}."
+                ) from None
+        return rows
+
+    def _call(
+        self,
+        rows: QuerySet[Any],
+        strategy: str,
+        values: dict[str, Any] | None,
+        transform: Transform | None,
+        name: str,
+        reporter: events.Reporter,
+    ) -> Result:
+        options: dict[str, Any] = {**self.options, "name": name, "reporter": reporter}
+        if strategy == "update":
+            assert values is not None
+            return api.update(rows, set=values, **options)
+        if strategy == "iterate":
+            if values is not None:
+                # Only the columns being set are loaded; the others are not needed.
+                return api.iterate(rows.only(*values), set=values, **options)
+            if self.fields:
+                rows = rows.only(*self.fields)
+            return api.iterate(rows, transform=transform, **options)
+        if values is not None:
+            return api.cursor(rows, set=values, **options)
+        return api.cursor(rows, fields=self.fields, transform=transform, **options)
+
+    # -- output --------------------------------------------------------------------------
+
+    def _reporter(self) -> events.Reporter:
+        stream = sys.stderr
+        mode = self.progress
+        if mode == "none":
+            return events.ignore
+        # migrate leaves "  Applying app.0003_x..." unterminated on stdout; start below it.
+        self._say("")
+        if mode == "auto":
+            mode = "bar" if getattr(stream, "isatty", lambda: False)() else "log"
+        if mode == "bar":
+            return BarReporter(stream)
+        return LogReporter(stream, interval=float(get_setting("LOG_INTERVAL")))
+
+    @staticmethod
+    def _say(text: str) -> None:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
