@@ -295,7 +295,7 @@ def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
 def test_a_run_paused_in_the_admin_exits_3_and_resumes_to_completion(
     spawn_manage: SpawnManage, run_manage: RunManage
 ) -> None:
-    Counter.objects.bulk_create(Counter(name=f"c{i}") for i in range(40))
+    Counter.objects.bulk_create(Counter(name=f"c{i}") for i in range(100))
     command = [
         "backfill_update",
         "testapp.Counter",
@@ -319,7 +319,8 @@ def test_a_run_paused_in_the_admin_exits_3_and_resumes_to_completion(
     assert "Paused by ops. Re-run the same command to resume run 'slow counters'." in stderr
     run = Run.objects.get(name="slow counters")
     assert (run.status, run.requested, run.requested_by) == ("paused", "pause", "ops")
-    assert 4 <= run.rows_scanned < 40
+    assert 4 <= run.rows_scanned < 100
+    paused_chunks = run.chunks_done
     assert Counter.objects.filter(name="done").count() == run.rows_scanned
     assert not Worker.objects.filter(run=run).exists()
 
@@ -327,10 +328,6 @@ def test_a_run_paused_in_the_admin_exits_3_and_resumes_to_completion(
 
     assert resumed.returncode == 0, resumed.stderr
     run = Run.objects.get(name="slow counters")
-    assert (run.status, run.requested, run.rows_scanned, run.chunks_done) == (
-        "completed",
-        "",
-        40,
-        20,
-    )
-    assert Counter.objects.filter(name="done").count() == 40
+    assert (run.status, run.requested, run.rows_scanned) == ("completed", "", 100)
+    assert run.chunks_done > paused_chunks
+    assert Counter.objects.filter(name="done").count() == 100
