@@ -397,13 +397,19 @@ def test_cursor_streams_through_a_server_side_cursor() -> None:
         seen.append(_open_cursors())
         return {"author": "x"}
 
-    result = backfill.cursor(
-        BlogPost.objects.all(), fields=["author"], transform=transform, batch_size=3
-    )
+    with CaptureQueriesContext(connection) as queries:
+        result = backfill.cursor(
+            BlogPost.objects.all(), fields=["author"], transform=transform, batch_size=3
+        )
 
     assert result.rows_changed == 9
     assert len(seen) == 9
     assert all(any(name.startswith("_django_curs_") for name in names) for names in seen)
+    declared = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DECLARE ")]
+    assert len(declared) == 3
+    assert all(
+        re.match(r'DECLARE "_django_curs_\w+" NO SCROLL CURSOR FOR SELECT', sql) for sql in declared
+    )
 
 
 @postgres_only
@@ -418,15 +424,17 @@ def test_cursor_without_server_side_cursors_reads_plain_keyset_queries(
         seen.append(_open_cursors())
         return {"author": "x"}
 
-    result = backfill.cursor(
-        BlogPost.objects.all(), fields=["author"], transform=transform, batch_size=3
-    )
+    with CaptureQueriesContext(connection) as queries:
+        result = backfill.cursor(
+            BlogPost.objects.all(), fields=["author"], transform=transform, batch_size=3
+        )
     outcome = run(
         "backfill_cursor", "blog.BlogPost", "--set", "author=y", "--batch-size", "4", "-v", "2"
     )
 
     assert result.rows_changed == 9
     assert seen == [[]] * 9
+    assert not [q for q in queries.captured_queries if q["sql"].startswith("DECLARE")]
     assert outcome.returncode == 0, outcome
     assert (
         "DISABLE_SERVER_SIDE_CURSORS is set (pgbouncer in transaction mode?): each chunk is read "
