@@ -72,8 +72,9 @@ def transient_reason(exc: BaseException) -> str | None:
         text = str(exc).lower()
         if "database is locked" in text or "database table is locked" in text:
             return "database is locked"
-        if sqlstate is None:
-            # psycopg raises OperationalError without a state when the socket breaks.
+        if sqlstate is None and type(cause).__module__.startswith("psycopg"):
+            # psycopg raises OperationalError without a state when the socket breaks. SQLite's
+            # errors never carry a state: a syntax error there is not worth a retry.
             return "connection lost"
     return None
 

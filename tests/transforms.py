@@ -32,3 +32,32 @@ def count_hit_unless_poison(obj: Any) -> None:
     if obj.name == "poison":
         raise ValueError(f"row {obj.pk} is poisoned")
     obj.hits += 1
+
+
+def count_hit_or_drop_connection(obj: Any) -> None:
+    """On a row named "drop", terminate this process's own database session, then count."""
+    if obj.name == "drop":
+        terminate_my_session()
+    obj.hits += 1
+
+
+def terminate_my_session() -> None:
+    """``pg_terminate_backend`` of Django's connection, from a second connection.
+
+    The next statement on the terminated session fails as after a server restart.
+    """
+    import psycopg
+    from django.db import connection
+
+    assert connection.connection is not None
+    pid = connection.connection.info.backend_pid
+    settings = connection.settings_dict
+    with psycopg.connect(
+        host=settings["HOST"] or None,
+        port=settings["PORT"] or None,
+        user=settings["USER"] or None,
+        password=settings["PASSWORD"] or None,
+        dbname=settings["NAME"],
+        autocommit=True,
+    ) as other:
+        other.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
