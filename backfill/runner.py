@@ -394,14 +394,14 @@ class Runner:
                 continue
             if worst is None or worst[0] <= limit:
                 if waited:
-                    now = f"{worst[0]:.1f} s" if worst else "no replica"
+                    now = f"{worst[0]:.2f} s" if worst else "no replica"
                     message = f"Replica lag is back under {limit:g} s ({now}); resuming."
                     logger.info(message)
                     self.report(events.Notice(message))
                 return False
             lag, where = worst
             wait = min(max(lag - limit, 1.0), 10.0)
-            reason = f"{where} lags {lag:.1f} s > --max-replica-lag {limit:g} s; pausing"
+            reason = f"{where} lags {lag:.2f} s > --max-replica-lag {limit:g} s; pausing"
             logger.info(reason)
             waited = True
             self.report(events.Waiting(reason, wait))
