@@ -379,9 +379,14 @@ class Runner:
             return False
         aliases = list(get_setting("REPLICA_ALIASES") or [])
         waited = False
+        last_beat = self.clock()
         while True:
             if self._stop_reason(self.clock() - started):
                 return True
+            if self.clock() - last_beat >= HEARTBEAT_EVERY:
+                # Short waits do not heartbeat by themselves; a long hold must keep the lease.
+                last_beat = self.clock()
+                self._quietly(ledger.heartbeat, run)
             try:
                 worst = database.replica_lag(self.using, aliases)
             except DatabaseError as exc:
@@ -389,7 +394,9 @@ class Runner:
                     if not connections[alias].is_usable():
                         connections[alias].close()
                 waited = True
-                self.report(events.Waiting(f"cannot read replica lag ({exc}); waiting", 5.0))
+                reason = f"cannot read replica lag ({' '.join(str(exc).split())}); waiting"
+                logger.warning(reason)
+                self.report(events.Waiting(reason, 5.0))
                 self._pause(5.0, ledger, run)
                 continue
             if worst is None or worst[0] <= limit:

@@ -53,7 +53,8 @@ def clusters() -> Iterator[tuple[pgcluster.Cluster, pgcluster.Cluster]]:
         primary.destroy()
 
 
-def _add_alias(alias: str, url: str) -> None:
+def add_alias(alias: str, url: str) -> None:
+    """Make ``url`` a Django database alias for this test (tests/settings.py has one)."""
     import environ
 
     config = environ.Env.db_url_config(url)
@@ -63,7 +64,7 @@ def _add_alias(alias: str, url: str) -> None:
     connections.settings[alias] = configured[alias]
 
 
-def _drop_alias(alias: str) -> None:
+def drop_alias(alias: str) -> None:
     if alias in connections.settings:
         connections[alias].close()
         del connections[alias]
@@ -79,8 +80,8 @@ def aliases(
     import psycopg
 
     primary, standby = clusters
-    _add_alias(PRIMARY, primary.url())
-    _add_alias(STANDBY, standby.url())
+    add_alias(PRIMARY, primary.url())
+    add_alias(STANDBY, standby.url())
     with django_db_blocker.unblock():
         try:
             with connections[PRIMARY].schema_editor() as editor:
@@ -97,8 +98,8 @@ def aliases(
             with connections[PRIMARY].schema_editor() as editor:
                 for model in (Counter, Worker, Chunk, Run):
                     editor.delete_model(model)
-            _drop_alias(PRIMARY)
-            _drop_alias(STANDBY)
+            drop_alias(PRIMARY)
+            drop_alias(STANDBY)
 
 
 def _pause_replay(to_primary: Any, to_standby: Any) -> None:

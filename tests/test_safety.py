@@ -515,6 +515,62 @@ def test_dry_run_does_not_warn_for_a_table_that_fits_in_one_chunk() -> None:
     assert "warning:" not in out
 
 
+# -- replicas that cannot be asked ---------------------------------------------------------------
+
+
+@pytest.fixture
+def replica_down(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
+    """A replica alias whose server does not answer.
+
+    Django's test cases refuse aliases added after they start, so this test runs outside one
+    (unblocked by hand) and cleans up the rows it made itself.
+    """
+    from backfill.models import Run
+    from scripts.pgcluster import free_port
+    from tests.test_replica import add_alias, drop_alias
+
+    add_alias("replica_down", f"postgres://postgres:s3cret@127.0.0.1:{free_port()}/postgres")
+    with django_db_blocker.unblock():
+        try:
+            yield "replica_down"
+        finally:
+            drop_alias("replica_down")
+            Counter.objects.all().delete()
+            Run.objects.all().delete()
+
+
+def test_an_unreachable_replica_holds_the_run_and_max_runtime_still_stops_it(
+    replica_down: str, settings: Any
+) -> None:
+    settings.BACKFILL = {"REPLICA_ALIASES": [replica_down]}
+    make_counters(10)
+    clock, recorder = FakeClock(), Recorder()
+    with (
+        CaptureQueriesContext(connection) as queries,
+        pytest.raises(backfill.Interrupted) as excinfo,
+    ):
+        run_kind(
+            "update",
+            batch_size=5,
+            max_replica_lag=1,
+            max_runtime=30,
+            clock=clock,
+            sleep=clock.sleep,
+            reporter=recorder,
+        )
+
+    waits = recorder.of(events.Waiting)
+    assert [w.seconds for w in waits] == [5.0] * 6
+    assert all(re.fullmatch(r"cannot read replica lag \(.+\); waiting", w.reason) for w in waits)
+    assert "Connection refused" in waits[0].reason
+    assert "s3cret" not in waits[0].reason
+    assert str(excinfo.value).startswith("Stopped by --max-runtime 30s after 0 chunk(s)")
+    assert set(Counter.objects.values_list("hits", flat=True)) == {0}
+    # Held for 30 s: the lease was renewed every 5 s, so no other process takes the run over.
+    heartbeats = [q for q in queries if q["sql"].startswith('UPDATE "backfill_worker"')]
+    assert len(heartbeats) == 5
+
+
 # -- what SQLite says -----------------------------------------------------------------------------
 
 
