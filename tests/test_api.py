@@ -13,7 +13,7 @@ import backfill
 from backfill import events
 from backfill.models import Run
 from example_site.blog.models import BlogPost
-from tests.support import run, seed_posts
+from tests.support import committing, run, seed_posts
 from tests.testapp.models import SparseItem
 
 
@@ -25,7 +25,7 @@ def _fix_row(row: dict[str, Any]) -> dict[str, Any]:
     return {"author": row["author"].strip()}
 
 
-@pytest.mark.django_db(transaction=True)
+@committing
 class TestResult:
     def test_update(self) -> None:
         pks = seed_posts(7)

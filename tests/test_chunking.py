@@ -13,10 +13,10 @@ import backfill
 from backfill.models import Run
 from example_site.blog.models import BlogPost
 from tests import sample_transforms
-from tests.support import chunk_bounds, run, seed_posts
+from tests.support import chunk_bounds, committing, run, seed_posts
 from tests.testapp.models import CodeItem, SparseItem, UUIDItem
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = committing
 
 SPARSE_IDS = [1, 2, 50, 51, 10_000, 10_001, 2**31 + 5, 2**40, 2**40 + 1, 2**62]
 

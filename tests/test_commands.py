@@ -13,10 +13,10 @@ from django.test.utils import CaptureQueriesContext
 
 from backfill.models import Chunk, Run
 from example_site.blog.models import BlogPost
-from tests.support import run, seed_posts, snapshot, updates_of
+from tests.support import committing, run, seed_posts, snapshot, updates_of
 from tests.testapp.models import Counter, SparseItem
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = committing
 
 COMMANDS = ["backfill_update", "backfill_iterate", "backfill_cursor"]
 

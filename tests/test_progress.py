@@ -17,9 +17,9 @@ from backfill.progress import BarReporter, LogReporter
 from backfill.result import Result
 from example_site.blog.models import BlogPost
 from tests.conftest import RunManage
-from tests.support import postgres_only, run, seed_posts
+from tests.support import committing, postgres_only, run, seed_posts
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = committing
 
 
 class Clock:

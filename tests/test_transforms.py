@@ -13,10 +13,10 @@ from backfill import registry
 from backfill.models import Run
 from example_site.blog.models import BlogPost
 from tests.conftest import RunManage
-from tests.support import run, seed_posts
+from tests.support import committing, run, seed_posts
 from tests.testapp.models import CodeItem, Tagged
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = committing
 
 
 def test_the_blogs_backfills_module_is_discovered_at_start_up() -> None:

@@ -16,6 +16,7 @@ import backfill
 from backfill.models import Run
 from example_site.blog.models import BlogPost
 from tests.support import (
+    committing,
     postgres_only,
     run,
     seed_posts,
@@ -24,7 +25,7 @@ from tests.support import (
 )
 from tests.testapp.models import Column, Place, Restaurant, SparseItem, Tagged
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = committing
 
 COLUMN_TABLE = "testapp Weird-Table select"
 
