@@ -9,7 +9,7 @@ import copy
 from operator import itemgetter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from django.db import DatabaseError, connections, models
 from django.db.models import Expression, F, Func, Q, QuerySet, Value
@@ -146,7 +146,7 @@ class UpdateStrategy:
         statements = []
         if chunk is not None:
             qs = self._chunk_qs(chunk)
-            query = qs.query.chain(UpdateQuery)
+            query = cast(UpdateQuery, qs.query.chain(UpdateQuery))
             query.add_update_values(self.values)
             sql, params = query.get_compiler(qs.db).as_sql()
             statements.append(_render(sql, params))
@@ -413,11 +413,12 @@ class CursorStrategy:
         connection = connections[self.queryset.db]
         if connection.vendor != "postgresql":
             return [
-                f"{connection.vendor}: rows are read with plain keyset queries (no server-side cursor)."
+                f"{connection.vendor}: rows are read with plain keyset queries "
+                "(no server-side cursor)."
             ]
         if connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
             return [
-                "DISABLE_SERVER_SIDE_CURSORS is set (pgbouncer in transaction mode?): each chunk is "
-                "read with a plain keyset query instead of a server-side cursor."
+                "DISABLE_SERVER_SIDE_CURSORS is set (pgbouncer in transaction mode?): each chunk "
+                "is read with a plain keyset query instead of a server-side cursor."
             ]
         return ["Each chunk streams through a server-side cursor."]

@@ -103,7 +103,9 @@ def resolve(
 
 def instance_setter(values: Mapping[str, Any], model: type[models.Model]) -> Transform:
     """``--set`` for iterate: assign each value to the instance."""
-    attnames = [(model._meta.get_field(name).attname, value) for name, value in values.items()]
+    attnames = [
+        (schema.column_field(model, n, purpose="--set").attname, v) for n, v in values.items()
+    ]
 
     def set_fields(obj: models.Model) -> None:
         for attname, value in attnames:
@@ -114,7 +116,7 @@ def instance_setter(values: Mapping[str, Any], model: type[models.Model]) -> Tra
 
 def row_setter(values: Mapping[str, Any], model: type[models.Model]) -> Transform:
     """``--set`` for cursor: the same values as a dict of changes."""
-    changes = {model._meta.get_field(name).attname: value for name, value in values.items()}
+    changes = {schema.column_field(model, n, purpose="--set").attname: v for n, v in values.items()}
 
     def set_row(row: dict[str, Any]) -> dict[str, Any]:
         return changes

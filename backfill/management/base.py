@@ -141,7 +141,7 @@ class BackfillCommand(BaseCommand):
         mode = options["progress"]
         if verbosity == 0 or mode == "none" or options["dry_run"]:
             return events.ignore
-        stream = self.stderr._out
+        stream: Any = self.stderr._out
         if mode == "auto":
             mode = "bar" if getattr(stream, "isatty", lambda: False)() else "log"
         if mode == "bar":
