@@ -116,15 +116,22 @@ class BarReporter(_Base):
         if isinstance(event, events.Started):
             total = max(event.estimated_rows or 0, event.rows_done) or None
             self.bar = tqdm(
-                total=total, initial=event.rows_done, unit=" rows", unit_scale=True,
-                file=self.stream, desc=event.model, dynamic_ncols=True, smoothing=0.1,
+                total=total,
+                initial=event.rows_done,
+                unit=" rows",
+                unit_scale=True,
+                file=self.stream,
+                desc=event.model,
+                dynamic_ncols=True,
+                smoothing=0.1,
             )
         elif isinstance(event, events.ChunkDone) and self.bar is not None:
             if self.bar.total is not None and event.total_scanned > self.bar.total:
                 self.bar.total = event.total_scanned
             self.bar.update(event.total_scanned - self.bar.n)
-            self.bar.set_postfix(changed=f"{event.total_changed:,}", batch=event.batch_size,
-                                 refresh=False)
+            self.bar.set_postfix(
+                changed=f"{event.total_changed:,}", batch=event.batch_size, refresh=False
+            )
         elif isinstance(event, events.Finished):
             if self.bar is not None:
                 self.bar.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from argparse import ArgumentParser
 from typing import Any, NoReturn
 
@@ -21,7 +20,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise BadInput(f"--batch-size {text!r} is not a whole number. Pass e.g. --batch-size 2000.") from None
+        raise BadInput(
+            f"--batch-size {text!r} is not a whole number. Pass e.g. --batch-size 2000."
+        ) from None
     if value <= 0:
         raise BadInput(f"--batch-size must be positive, got {value}. Pass e.g. --batch-size 2000.")
     return value
@@ -35,42 +36,108 @@ class BackfillCommand(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("model", help="app_label.ModelName, e.g. blog.BlogPost")
         self.add_strategy_arguments(parser)
-        parser.add_argument("--filter", action="append", default=[], metavar="LOOKUP=V",
-                            help="Only rows matching this Django lookup (repeatable).")
-        parser.add_argument("--exclude", action="append", default=[], metavar="LOOKUP=V",
-                            help="Skip rows matching this Django lookup (repeatable).")
-        parser.add_argument("--batch-size", metavar="N",
-                            help="Rows per chunk (the starting size when --target-chunk-time adapts it).")
-        parser.add_argument("--database", default=DEFAULT_DB_ALIAS,
-                            help='Database alias (default "default").')
-        parser.add_argument("--dry-run", action="store_true",
-                            help="Print the plan and a preview of the first chunk; write nothing.")
-        parser.add_argument("--name", help="The run's identity (default: derived from the command).")
-        parser.add_argument("--restart", action="store_true",
-                            help="Ignore this run's checkpoint and start from the beginning.")
-        parser.add_argument("--max-runtime", type=float, metavar="SECONDS",
-                            help="Stop cleanly (checkpointed, exit 3) after this long.")
+        parser.add_argument(
+            "--filter",
+            action="append",
+            default=[],
+            metavar="LOOKUP=V",
+            help="Only rows matching this Django lookup (repeatable).",
+        )
+        parser.add_argument(
+            "--exclude",
+            action="append",
+            default=[],
+            metavar="LOOKUP=V",
+            help="Skip rows matching this Django lookup (repeatable).",
+        )
+        parser.add_argument(
+            "--batch-size",
+            metavar="N",
+            help="Rows per chunk (the starting size when --target-chunk-time adapts it).",
+        )
+        parser.add_argument(
+            "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Print the plan and a preview of the first chunk; write nothing.",
+        )
+        parser.add_argument(
+            "--name", help="The run's identity (default: derived from the command)."
+        )
+        parser.add_argument(
+            "--restart",
+            action="store_true",
+            help="Ignore this run's checkpoint and start from the beginning.",
+        )
+        parser.add_argument(
+            "--max-runtime",
+            type=float,
+            metavar="SECONDS",
+            help="Stop cleanly (checkpointed, exit 3) after this long.",
+        )
         parser.add_argument("--sleep", type=float, metavar="S", help="Pause after each chunk.")
-        parser.add_argument("--target-chunk-time", type=float, metavar="S",
-                            help="Adapt the chunk size so each chunk takes about this long.")
-        parser.add_argument("--max-rate", type=float, metavar="ROWS_PER_S",
-                            help="Never go faster than this many rows per second.")
-        parser.add_argument("--lock-timeout", type=float, metavar="S",
-                            help="PostgreSQL lock_timeout per chunk (SET LOCAL).")
-        parser.add_argument("--statement-timeout", type=float, metavar="S",
-                            help="PostgreSQL statement_timeout per chunk (SET LOCAL).")
-        parser.add_argument("--max-replica-lag", type=float, metavar="S",
-                            help="Pause while a replica lags more than this (PostgreSQL).")
-        parser.add_argument("--vacuum-every", type=float, metavar="SHARE",
-                            help="VACUUM the table after each such share of it (0.1 = 10%%).")
-        parser.add_argument("--count", choices=["estimate", "exact"], default="estimate",
-                            help="Total rows from the planner's estimate (default) or COUNT(*).")
-        parser.add_argument("--workers", type=int, default=1, metavar="N",
-                            help="N processes working this run in parallel (PostgreSQL).")
-        parser.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto",
-                            help="auto: a bar on a terminal, log lines otherwise.")
-        parser.add_argument("--json", action="store_true",
-                            help="Print the final summary as one JSON object on stdout.")
+        parser.add_argument(
+            "--target-chunk-time",
+            type=float,
+            metavar="S",
+            help="Adapt the chunk size so each chunk takes about this long.",
+        )
+        parser.add_argument(
+            "--max-rate",
+            type=float,
+            metavar="ROWS_PER_S",
+            help="Never go faster than this many rows per second.",
+        )
+        parser.add_argument(
+            "--lock-timeout",
+            type=float,
+            metavar="S",
+            help="PostgreSQL lock_timeout per chunk (SET LOCAL).",
+        )
+        parser.add_argument(
+            "--statement-timeout",
+            type=float,
+            metavar="S",
+            help="PostgreSQL statement_timeout per chunk (SET LOCAL).",
+        )
+        parser.add_argument(
+            "--max-replica-lag",
+            type=float,
+            metavar="S",
+            help="Pause while a replica lags more than this (PostgreSQL).",
+        )
+        parser.add_argument(
+            "--vacuum-every",
+            type=float,
+            metavar="SHARE",
+            help="VACUUM the table after each such share of it (0.1 = 10%%).",
+        )
+        parser.add_argument(
+            "--count",
+            choices=["estimate", "exact"],
+            default="estimate",
+            help="Total rows from the planner's estimate (default) or COUNT(*).",
+        )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            metavar="N",
+            help="N processes working this run in parallel (PostgreSQL).",
+        )
+        parser.add_argument(
+            "--progress",
+            choices=["auto", "bar", "log", "none"],
+            default="auto",
+            help="auto: a bar on a terminal, log lines otherwise.",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="Print the final summary as one JSON object on stdout.",
+        )
 
     def add_strategy_arguments(self, parser: ArgumentParser) -> None:
         raise NotImplementedError
@@ -180,8 +247,11 @@ class BackfillCommand(BaseCommand):
         out(f"Dry run of {result.name!r} on database {result.database!r}; nothing is written.")
         out(f"  table            {plan.table}")
         out(f"  primary keys     {plan.first_key!r} .. {plan.last_key!r}")
-        out(f"  estimated rows   {plan.estimated_rows:,}" if plan.estimated_rows is not None
-            else "  estimated rows   unknown")
+        out(
+            f"  estimated rows   {plan.estimated_rows:,}"
+            if plan.estimated_rows is not None
+            else "  estimated rows   unknown"
+        )
         out(f"  chunks           ~{plan.estimated_chunks:,} of {plan.batch_size:,} rows")
         out("First chunk:")
         for statement in plan.statements:
@@ -202,5 +272,3 @@ class BackfillCommand(BaseCommand):
                     for name, value in row["after"].items()
                 )
                 out(f"  pk={row['pk']!r}  {changes}")
-
-

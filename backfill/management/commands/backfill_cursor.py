@@ -21,20 +21,31 @@ class Command(BackfillCommand):
     strategy = "cursor"
 
     def add_strategy_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--set", action="append", default=[], metavar="F=V",
-                            help="Set field F to V on every row.")
-        parser.add_argument("--transform", metavar="PATH|NAME",
-                            help="pkg.module.func (receives a dict, returns a dict of changes) "
-                            "or a registered row transform's name.")
-        parser.add_argument("--only", metavar="F,...",
-                            help="Columns to read into each row dict (default: all).")
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="F=V",
+            help="Set field F to V on every row.",
+        )
+        parser.add_argument(
+            "--transform",
+            metavar="PATH|NAME",
+            help="pkg.module.func (receives a dict, returns a dict of changes) "
+            "or a registered row transform's name.",
+        )
+        parser.add_argument(
+            "--only", metavar="F,...", help="Columns to read into each row dict (default: all)."
+        )
 
     def run_backfill(
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
     ) -> Result:
         if options["set"] and options["transform"]:
             raise BadInput("Pass either --set or --transform, not both.")
-        fields = schema.field_list(model, options["only"], purpose="--only") if options["only"] else None
+        fields = (
+            schema.field_list(model, options["only"], purpose="--only") if options["only"] else None
+        )
         values = parse_set(model, options["set"])
         if values:
             return backfill.cursor(queryset, fields=fields, set=values, **common)

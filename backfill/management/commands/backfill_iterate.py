@@ -21,14 +21,25 @@ class Command(BackfillCommand):
     strategy = "iterate"
 
     def add_strategy_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--set", action="append", default=[], metavar="F=V",
-                            help="Set field F to V on every instance.")
-        parser.add_argument("--transform", metavar="PATH|NAME",
-                            help="pkg.module.func (receives the instance) or a registered name.")
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="F=V",
+            help="Set field F to V on every instance.",
+        )
+        parser.add_argument(
+            "--transform",
+            metavar="PATH|NAME",
+            help="pkg.module.func (receives the instance) or a registered name.",
+        )
         parser.add_argument("--only", metavar="F,...", help="Load only these fields.")
         parser.add_argument("--defer", metavar="F,...", help="Load all fields but these.")
-        parser.add_argument("--save", action="store_true",
-                            help="Write with save(update_fields=...) per object so signals fire.")
+        parser.add_argument(
+            "--save",
+            action="store_true",
+            help="Write with save(update_fields=...) per object so signals fire.",
+        )
 
     def run_backfill(
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any

@@ -18,12 +18,27 @@ class Command(BackfillCommand):
     strategy = "update"
 
     def add_strategy_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--set", action="append", default=[], metavar="F=V",
-                            help="Set field F to V, converted and validated by the field.")
-        parser.add_argument("--set-json", action="append", default=[], metavar="F=JSON",
-                            help="Set field F to a JSON value: null, numbers, lists, objects.")
-        parser.add_argument("--set-expr", action="append", default=[], metavar="F=EXPR",
-                            help='Set field F to an expression, e.g. Lower("title") or F("views") + 1.')
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="F=V",
+            help="Set field F to V, converted and validated by the field.",
+        )
+        parser.add_argument(
+            "--set-json",
+            action="append",
+            default=[],
+            metavar="F=JSON",
+            help="Set field F to a JSON value: null, numbers, lists, objects.",
+        )
+        parser.add_argument(
+            "--set-expr",
+            action="append",
+            default=[],
+            metavar="F=EXPR",
+            help='Set field F to an expression, e.g. Lower("title") or F("views") + 1.',
+        )
 
     def run_backfill(
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
