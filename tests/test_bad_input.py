@@ -271,9 +271,14 @@ CASES = {
         ["'replica'", "default"],
     ),
     "an option the command does not take": (
-        "backfill_iterate",
-        ["blog.BlogPost", "--set-json", "author=1"],
-        ["--set-json"],
+        "backfill_cursor",
+        ["blog.BlogPost", "--set", "author=1", "--defer", "title"],
+        ["--defer"],
+    ),
+    "--set-json and --transform together": (
+        "backfill_cursor",
+        ["testapp.Tagged", "--set-json", "data=[]", "--transform", "tests.sample_transforms.x"],
+        ["--set-json", "--transform", "not both"],
     ),
 }
 

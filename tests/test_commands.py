@@ -213,6 +213,21 @@ def test_set_takes_boolean_words(word: str, value: bool) -> None:
     assert set(UUIDItem.objects.values_list("flag", flat=True)) == {value}
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_set_json_sets_json_and_null(command: str) -> None:
+    from tests.testapp.models import Column, Tagged
+
+    Tagged.objects.bulk_create(Tagged(name=f"t{i}", data="text") for i in range(3))
+    Column.objects.bulk_create(Column(label="l", amount=i) for i in range(3))
+
+    tagged = run(command, "testapp.Tagged", "--set-json", 'data={"list": [1, null]}')
+    column = run(command, "testapp.Column", "--set-json", "amount=null", "--set", "label=n")
+
+    assert tagged.returncode == column.returncode == 0
+    assert list(Tagged.objects.values_list("data", flat=True)) == [{"list": [1, None]}] * 3
+    assert list(Column.objects.values_list("label", "amount").distinct()) == [("n", None)]
+
+
 # -- --batch-size and --database --------------------------------------------------------------
 
 

@@ -29,6 +29,13 @@ class Command(BackfillCommand):
             help="Set field F to V on every row.",
         )
         parser.add_argument(
+            "--set-json",
+            action="append",
+            default=[],
+            metavar="F=JSON",
+            help="Set field F to a JSON value: null, numbers, lists, objects.",
+        )
+        parser.add_argument(
             "--transform",
             metavar="PATH|NAME",
             help="pkg.module.func (receives a dict, returns a dict of changes) "
@@ -41,12 +48,12 @@ class Command(BackfillCommand):
     def run_backfill(
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
     ) -> Result:
-        if options["set"] and options["transform"]:
-            raise BadInput("Pass either --set or --transform, not both.")
+        if (options["set"] or options["set_json"]) and options["transform"]:
+            raise BadInput("Pass either --set/--set-json or --transform, not both.")
         fields = (
             schema.field_list(model, options["only"], purpose="--only") if options["only"] else None
         )
-        values = parse_set(model, options["set"])
+        values = parse_set(model, options["set"], options["set_json"])
         if values:
             return backfill.cursor(queryset, fields=fields, set=values, **common)
         return backfill.cursor(queryset, fields=fields, transform=options["transform"], **common)

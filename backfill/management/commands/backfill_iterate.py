@@ -29,6 +29,13 @@ class Command(BackfillCommand):
             help="Set field F to V on every instance.",
         )
         parser.add_argument(
+            "--set-json",
+            action="append",
+            default=[],
+            metavar="F=JSON",
+            help="Set field F to a JSON value: null, numbers, lists, objects.",
+        )
+        parser.add_argument(
             "--transform",
             metavar="PATH|NAME",
             help="pkg.module.func (receives the instance) or a registered name.",
@@ -44,15 +51,15 @@ class Command(BackfillCommand):
     def run_backfill(
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
     ) -> Result:
-        if options["set"] and options["transform"]:
-            raise BadInput("Pass either --set or --transform, not both.")
+        if (options["set"] or options["set_json"]) and options["transform"]:
+            raise BadInput("Pass either --set/--set-json or --transform, not both.")
         if options["only"]:
             queryset = queryset.only(*schema.field_list(model, options["only"], purpose="--only"))
         if options["defer"]:
             queryset = queryset.defer(
                 *schema.field_list(model, options["defer"], purpose="--defer")
             )
-        values = parse_set(model, options["set"])
+        values = parse_set(model, options["set"], options["set_json"])
         if values:
             return backfill.iterate(queryset, set=values, save=options["save"], **common)
         return backfill.iterate(
