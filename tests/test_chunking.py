@@ -223,6 +223,8 @@ def test_a_failing_transform_keeps_earlier_chunks_and_leaves_later_rows(command:
     assert outcome.returncode == 1
     assert f"pk={pks[11]}" in outcome.error
     assert f"ValueError: boom on {pks[11]}" in outcome.error
+    assert "earlier chunks are committed" in outcome.error
+    assert outcome.error.endswith("re-run the same command to resume.")
     authors = dict(BlogPost.objects.values_list("pk", "author"))
     assert [authors[pk] for pk in pks[:10]] == ["done"] * 10
     # The failing chunk rolled back as a whole, including the row before the failing one.

@@ -10,7 +10,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
 from backfill import events, schema
-from backfill.exceptions import BackfillError, BadInput, ChunkFailed, Interrupted
+from backfill.exceptions import (
+    BackfillError,
+    BadInput,
+    ChunkFailed,
+    Interrupted,
+    TransformFailed,
+)
 from backfill.filters import parse_filters
 from backfill.progress import BarReporter, LogReporter, summary_line
 from backfill.result import Result
@@ -177,6 +183,12 @@ class BackfillCommand(BaseCommand):
         except Interrupted as exc:
             self.render(exc.result, options)
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
+        except TransformFailed as exc:
+            raise CommandError(
+                f"{exc}. Its chunk was rolled back; earlier chunks are committed. Fix the "
+                "transform and re-run the same command to resume.",
+                returncode=exc.exit_code,
+            ) from exc
         except ChunkFailed as exc:
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
         except BackfillError as exc:
