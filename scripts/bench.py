@@ -426,6 +426,7 @@ class Measurement:
     scope_rows: int  # rows the strategy wrote (and that were verified)
     work_seconds: float  # the strategy's own timer: the loop or the backfill run
     wall_seconds: float  # the whole process: interpreter, Django start-up, the work
+    cpu_seconds: float  # CPU time of that process (user + system); the server's is not in it
     rows_per_s: float
     full_seconds: float  # time for the whole table: measured, or extrapolated when sampled
     extrapolated: bool
@@ -471,8 +472,18 @@ class Report:
         return data
 
 
-def run_process(argv: list[str], env: dict[str, str]) -> tuple[int, float, float, str, str]:
-    """Run argv; return exit code, wall seconds, peak RSS in MB, stdout, stderr.
+@dataclass(frozen=True)
+class Process:
+    code: int
+    wall: float
+    cpu: float
+    rss_mb: float
+    out: str
+    err: str
+
+
+def run_process(argv: list[str], env: dict[str, str]) -> Process:
+    """Run argv; return its exit code, wall and CPU seconds, peak RSS, stdout and stderr.
 
     ``os.wait4`` gives the rusage of exactly this child, so its ``ru_maxrss`` is this
     strategy's peak and not the largest of all children so far (as RUSAGE_CHILDREN would be).
@@ -485,7 +496,14 @@ def run_process(argv: list[str], env: dict[str, str]) -> tuple[int, float, float
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return proc.returncode, wall, usage.ru_maxrss / 1024, out.read(), err.read()
+        return Process(
+            proc.returncode,
+            wall,
+            usage.ru_utime + usage.ru_stime,
+            usage.ru_maxrss / 1024,
+            out.read(),
+            err.read(),
+        )
 
 
 def _last_json(text: str) -> dict[str, Any]:
@@ -505,7 +523,8 @@ def measure(
     print(f"\n## {strategy.label}\n$ {shown}", flush=True)
     prepare(conn)
     before = heap_bytes(conn)
-    code, wall, rss, out, err = run_process([sys.executable, *args], manage_env(config))
+    proc = run_process([sys.executable, *args], manage_env(config))
+    code, wall, rss, out, err = proc.code, proc.wall, proc.rss_mb, proc.out, proc.err
     if code != 0:
         raise BenchFailed(
             f"{strategy.label}: exit {code}.\n$ {shown}\nstdout:\n{out[-2000:]}\n"
@@ -548,6 +567,7 @@ def measure(
         scope_rows=int(scope_rows),
         work_seconds=round(work, 3),
         wall_seconds=round(wall, 3),
+        cpu_seconds=round(proc.cpu, 3),
         rows_per_s=round(rate, 1),
         full_seconds=round(full, 3),
         extrapolated=extrapolated,
@@ -560,7 +580,8 @@ def measure(
         load_seconds=None if load is None else round(float(load), 3),
     )
     print(
-        f"{scope_rows:,} rows in {work:.2f} s ({rate:,.0f} rows/s, process {wall:.2f} s"
+        f"{scope_rows:,} rows in {work:.2f} s ({rate:,.0f} rows/s, process {wall:.2f} s, "
+        f"its CPU {proc.cpu:.2f} s"
         f"{f', {result.chunks:,} chunks' if result.chunks else ''}), "
         f"{'~' if extrapolated else ''}{ratio:.2f}x UPDATE, peak RSS {rss:.0f} MB, "
         f"heap {before / MB:.0f} -> {after / MB:.0f} MB ({result.heap_growth:+.0%})",
