@@ -318,7 +318,7 @@ class Runner:
             done = not self.parallel and claim.chunk.hi == end_key
             delay = 0.0 if done else pacer.delay()
             if delay > 0:
-                if delay >= WAIT_SLICE and opts.max_rate:
+                if delay >= WAIT_SLICE and opts.max_rate and delay > (opts.sleep or 0.0):
                     self.report(events.Waiting(f"rate cap {opts.max_rate:g} rows/s", delay))
                 self._pause(delay, ledger, run)
         finished = ledger.finish(run)
