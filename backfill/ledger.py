@@ -67,6 +67,12 @@ class Ledger:
         self.host, self.pid = identity()
         self.worker_name = f"{self.host}:{self.pid}"
 
+    def _key(self, value: Any) -> str:
+        """An upper chunk bound as stored: never None, a chunk always ends at a key."""
+        text = self.planner.to_text(value)
+        assert text is not None
+        return text
+
     # -- starting and leaving -------------------------------------------------------------
 
     def start(
@@ -149,8 +155,9 @@ class Ledger:
             if run.status == Run.Status.COMPLETED:
                 return run, True
             if run.status == Run.Status.CANCELLED:
+                by = f" by {run.requested_by}" if run.requested_by else ""
                 raise BadInput(
-                    f"Run {name!r} was cancelled{' by ' + run.requested_by if run.requested_by else ''}."
+                    f"Run {name!r} was cancelled{by}."
                     " Pass --restart to start it over from the beginning, or --name for a new run."
                 )
             if run.spec != spec or run.model_label != model_label or run.strategy != strategy:
@@ -261,7 +268,7 @@ class Ledger:
             ChunkRow.objects.using(self.using).create(
                 run=run,
                 lo=self.planner.to_text(planned.lo),
-                hi=self.planner.to_text(planned.hi),
+                hi=self._key(planned.hi),
                 rows_scanned=planned.keys,
             )
             runs.update(frontier=self.planner.to_text(planned.hi))
@@ -290,7 +297,7 @@ class Ledger:
                 hi=row.hi,
                 rows_scanned=row.rows_scanned - half,
             )
-            row.hi = self.planner.to_text(mid)
+            row.hi = self._key(mid)
             row.rows_scanned = half
             row.save(using=self.using, update_fields=["hi", "rows_scanned"])
 
@@ -309,7 +316,7 @@ class Ledger:
             chunks.create(
                 run=run,
                 lo=self.planner.to_text(chunk.lo),
-                hi=self.planner.to_text(chunk.hi),
+                hi=self._key(chunk.hi),
                 status=ChunkRow.Status.DONE,
                 rows_scanned=chunk.keys,
                 rows_changed=work.rows_changed,
