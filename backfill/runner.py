@@ -109,17 +109,21 @@ class Runner:
         self.parallel = parallel or self.options.workers > 1
         self.description = strategy.describe(None)
         self.name = self.options.name or default_name(strategy, self.description.spec)
+        # The filter is part of what a run does: resuming a named run with another filter
+        # would skip or add rows, so it is stored and compared like the transform.
+        where = strategy.queryset.query.where
+        self.spec = {**self.description.spec, "filter": str(where) if where else ""}
 
     # -- entry point --------------------------------------------------------------------
 
     def run(self) -> Result:
+        _check_options(self.options, self.connection)
         if self.connection.in_atomic_block:
             raise InsideTransaction(
                 "A backfill commits chunk by chunk and cannot run inside a transaction "
                 "(atomic block). In a migration set `atomic = False` on the Migration class; "
                 "elsewhere call it outside transaction.atomic()."
             )
-        _check_options(self.options, self.connection)
         planner = KeyPlanner(self.model, self.connection)
         if self.options.dry_run:
             return self.dry_run(planner)
@@ -129,7 +133,7 @@ class Runner:
             name=self.name,
             strategy=self.strategy.kind,
             model_label=self.model._meta.label,
-            spec=self.description.spec,
+            spec=self.spec,
             restart=self.options.restart,
             parallel=self.parallel,
             batch_size=self.options.batch_size,
