@@ -71,6 +71,11 @@ class IsDistinctFrom(Func):
         return self.as_sql(compiler, connection, arg_joiner=" IS NOT ", **extra)
 
 
+def holds_mutable(field: models.Field) -> bool:
+    """Whether the field's values can change in place (``obj.data["k"] = v``)."""
+    return field.get_internal_type() in ("JSONField", "ArrayField", "HStoreField")
+
+
 def key_range(chunk: Chunk) -> Q:
     if chunk.lo is None:
         return Q(pk__lte=chunk.hi)
@@ -209,7 +214,11 @@ class IterateStrategy:
                     loaded = [a for a in self.concrete if a not in deferred and a != pk_attname]
                     if loaded:
                         snapshot = itemgetter(*loaded)
-                    mutable = any(isinstance(state[a], (dict, list)) for a in loaded)
+                    # By type, not by the first row's values: its JSON may be text or null.
+                    mutable = any(
+                        holds_mutable(self.concrete[a]) or isinstance(state[a], (dict, list))
+                        for a in loaded
+                    )
                 read += 1
                 pk = state[pk_attname]
                 before = snapshot(state)
@@ -304,6 +313,8 @@ class CursorStrategy:
         opts = self.model._meta
         self.fields = [opts.get_field(name) for name in fields]
         self.keys = ["pk", *(f.attname for f in self.fields)]
+        self.positions = {key: i for i, key in enumerate(self.keys) if i}
+        self.mutable = [i for i, f in enumerate(self.fields, start=1) if holds_mutable(f)]
         self.writable = {}
         for f in opts.concrete_fields:
             if not f.primary_key:
@@ -343,6 +354,7 @@ class CursorStrategy:
         row (stopping after ``limit`` of them). The hot loop of the cursor strategy.
         """
         keys, writable, func = self.keys, self.writable, self.transform.func
+        positions, mutable = self.positions, self.mutable
         changes: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
         read = 0
         pk = None
@@ -350,6 +362,13 @@ class CursorStrategy:
             for values in self._fetch(chunk, lock):
                 read += 1
                 pk = values[0]
+                # Compare with the values as read, not with the row the transform may have
+                # changed in place (``row["data"]["k"] = v; return row``).
+                original = values
+                if mutable:
+                    original = list(values)
+                    for i in mutable:
+                        original[i] = copy.deepcopy(values[i])
                 row = dict(zip(keys, values))
                 result = func(row)
                 if not result:
@@ -362,10 +381,11 @@ class CursorStrategy:
                             f"returned {key!r}, which is not a writable column; return a dict "
                             "of field names to new values"
                         )
-                    if attname not in row or row[attname] != value:
+                    at = positions.get(attname)
+                    if at is None or original[at] != value:
                         changed[attname] = value
                 if changed:
-                    changes.append((pk, row, changed))
+                    changes.append((pk, dict(zip(keys, original, strict=True)), changed))
                     if limit is not None and len(changes) >= limit:
                         break
         except (DatabaseError, TransformFailed):

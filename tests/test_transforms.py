@@ -185,3 +185,42 @@ def test_cursor_transform_returning_an_unknown_column_fails_naming_the_row() -> 
     assert failed.value.pk == pks[0]
     assert "'autor'" in str(failed.value) and "not a writable column" in str(failed.value)
     assert set(BlogPost.objects.values_list("author", flat=True)) == {" some  author "}
+
+
+def test_iterate_sees_in_place_changes_to_json_even_when_the_first_row_holds_text() -> None:
+    Tagged.objects.create(name="first", data="text")
+    second = Tagged.objects.create(name="second", data={"n": 1})
+
+    def mark(obj: Tagged) -> None:
+        if isinstance(obj.data, dict):
+            obj.data["seen"] = True  # mutated in place, not reassigned
+
+    result = backfill.iterate(Tagged.objects.all(), transform=mark)
+
+    assert result.rows_changed == 1
+    second.refresh_from_db()
+    assert second.data == {"n": 1, "seen": True}
+
+
+def test_cursor_sees_changes_made_in_place_to_the_row_it_was_given() -> None:
+    first = Tagged.objects.create(name="first", data={"n": 1})
+    rows: list[dict[str, Any]] = []
+
+    def mutate_and_return_row(row: dict[str, Any]) -> dict[str, Any]:
+        row["name"] = row["name"].upper()
+        row["data"]["seen"] = True
+        rows.append(row)
+        return {"name": row["name"], "data": row["data"]}
+
+    preview = backfill.cursor(
+        Tagged.objects.all(), fields=["name", "data"], transform=mutate_and_return_row, dry_run=True
+    )
+    result = backfill.cursor(
+        Tagged.objects.all(), fields=["name", "data"], transform=mutate_and_return_row
+    )
+
+    assert preview.plan is not None
+    assert preview.plan.preview[0]["before"] == {"name": "first", "data": "{'n': 1}"}
+    assert result.rows_changed == 1
+    first.refresh_from_db()
+    assert (first.name, first.data) == ("FIRST", {"n": 1, "seen": True})
