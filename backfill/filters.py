@@ -82,7 +82,7 @@ def _check(model: type[models.Model], q: Q, *, option: str, raw: str, using: str
     except FieldError as exc:
         first = raw.partition("=")[0].strip().split("__")[0]
         names = [f.name for f in model._meta.get_fields()]
-        if first not in names:
+        if first not in (*names, "pk"):
             raise BadInput(
                 f"{option} {raw!r}: unknown field {first!r} on {model._meta.label}."
                 f"{schema.suggest(first, names)} Fields: {', '.join(sorted(names))}."

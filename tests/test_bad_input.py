@@ -140,6 +140,11 @@ CASES = {
         ["blog.BlogPost", "--set", "author=x", "--filter", "author__foo=1"],
         ["'author__foo=1'", "Unsupported lookup 'foo'"],
     ),
+    "unknown lookup on pk": (
+        "backfill_update",
+        ["blog.BlogPost", "--set", "author=x", "--filter", "pk__near=3"],
+        ["'pk__near=3'", "Unsupported lookup 'near'"],
+    ),
     "unknown field in --exclude": (
         "backfill_iterate",
         ["blog.BlogPost", "--set", "author=x", "--exclude", "autor=x"],
