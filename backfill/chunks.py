@@ -44,6 +44,7 @@ class KeyPlanner:
         self.connection = connection
         qn = connection.ops.quote_name
         self.table = qn(model._meta.db_table)
+        assert pk.column is not None
         self.column = qn(pk.column)
 
     def to_text(self, value: Any) -> str | None:
@@ -100,7 +101,7 @@ class KeyPlanner:
         cond = " AND ".join(where)
         with self.connection.cursor() as cursor:
             cursor.execute(f"SELECT COUNT(*) FROM {self.table} WHERE {cond}", params)
-            count = int(cursor.fetchone()[0])  # type: ignore[index]
+            count = int(cursor.fetchone()[0])
             if count < 2:
                 return None
             cursor.execute(
@@ -108,4 +109,4 @@ class KeyPlanner:
                 f"ORDER BY {self.column} LIMIT %s) keys ORDER BY k DESC LIMIT 1",
                 [*params, count // 2],
             )
-            return self.pk.to_python(cursor.fetchone()[0])  # type: ignore[index]
+            return self.pk.to_python(cursor.fetchone()[0])
