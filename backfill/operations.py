@@ -312,6 +312,11 @@ class RunBackfill(Operation):
             done = result.message
             if result.status != "already completed":
                 done = f"{done.rstrip('.')}: {summary_line(result)}"
+            if result.total_chunks != result.chunks:
+                done += (
+                    f"; run total {result.total_rows_scanned:,} rows, changed "
+                    f"{result.total_rows_changed:,}, {result.total_chunks:,} chunks"
+                )
             self._say(done)
 
     def _owner(self) -> tuple[Migration | None, int]:

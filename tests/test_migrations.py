@@ -236,6 +236,7 @@ def test_interrupted_migrate_is_not_recorded_and_resumes(
 
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after" in resumed.stderr
+    assert resumed.stderr.splitlines()[-1].endswith("; run total 120 rows, changed 120, 12 chunks")
     assert hits() == [1] * 120
     assert applied("migrapp", "0003_backfill")
     assert Run.objects.get(name=FORWARD).status == "completed"
@@ -459,6 +460,20 @@ def test_deconstruct_round_trips_through_the_migration_writer() -> None:
         "Backfill BlogPost (iterate): django.utils.text.slugify"
     )
     assert RunBackfill("BlogPost", transform="x.y").migration_name_fragment == "backfill_blogpost"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sqlmigrate_says_the_backfill_is_not_sql() -> None:
+    out = StringIO()
+
+    call_command("sqlmigrate", "migrapp", "0003_backfill", stdout=out)
+
+    assert out.getvalue().splitlines()[:4] == [
+        "--",
+        "-- Backfill Ticket (iterate): tests.migrapp.transforms.count_hit",
+        "--",
+        "-- THIS OPERATION CANNOT BE WRITTEN AS SQL",
+    ]
 
 
 @pytest.mark.parametrize(
