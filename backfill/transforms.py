@@ -101,8 +101,18 @@ def resolve(
     return Transform(import_path(transform), transform)
 
 
+def _no_expressions(values: Mapping[str, Any]) -> None:
+    for name, value in values.items():
+        if hasattr(value, "resolve_expression"):
+            raise BadInput(
+                f"set={{{name!r}: {value!r}}}: an expression runs in SQL, so it needs "
+                "backfill.update() (backfill_update --set-expr); iterate and cursor take values."
+            )
+
+
 def instance_setter(values: Mapping[str, Any], model: type[models.Model]) -> Transform:
     """``--set`` for iterate: assign each value to the instance."""
+    _no_expressions(values)
     attnames = [
         (schema.column_field(model, n, purpose="--set").attname, v) for n, v in values.items()
     ]
@@ -116,6 +126,7 @@ def instance_setter(values: Mapping[str, Any], model: type[models.Model]) -> Tra
 
 def row_setter(values: Mapping[str, Any], model: type[models.Model]) -> Transform:
     """``--set`` for cursor: the same values as a dict of changes."""
+    _no_expressions(values)
     changes = {schema.column_field(model, n, purpose="--set").attname: v for n, v in values.items()}
 
     def set_row(row: dict[str, Any]) -> dict[str, Any]:

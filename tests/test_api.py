@@ -114,6 +114,8 @@ class TestResult:
             backfill.iterate(BlogPost.objects.all()[:1], set={"author": "x"})
         with pytest.raises(backfill.BadInput, match="Expected a QuerySet"):
             backfill.cursor(BlogPost, set={"author": "x"})  # type: ignore[arg-type]
+        with pytest.raises(backfill.BadInput, match=r"needs backfill\.update\(\)"):
+            backfill.iterate(BlogPost.objects.all(), set={"author": Concat(F("title"), Value("!"))})
         with pytest.raises(backfill.BadInput, match="not both"):
             backfill.cursor(BlogPost.objects.all(), set={"author": "x"}, transform=_fix_row)
 
