@@ -341,9 +341,9 @@ def manage_env(config: Config) -> dict[str, str]:
 
 
 def manage(config: Config, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, str(MANAGE), *args], env=manage_env(config), cwd=ROOT, check=True
-    )
+    done = subprocess.run([sys.executable, str(MANAGE), *args], env=manage_env(config), cwd=ROOT)
+    if done.returncode:
+        raise BenchFailed(f"manage.py {shlex.join(args)} exited {done.returncode}.")
 
 
 def columns(conn: Any, table: str) -> list[str]:
@@ -783,6 +783,8 @@ def chart(report: Report, path: Path) -> None:
 def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["worker"]:
         return worker(argv[1:])
+    import psycopg
+
     config = parse_args(argv)
     print(f"Benchmark database: {config.shown_url}")
     try:
@@ -826,6 +828,10 @@ def main(argv: Sequence[str]) -> int:
             prepare(conn)
     except BenchFailed as exc:
         print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as exc:
+        # psycopg's message names host, port and database, never the password.
+        print(f"\nBENCHMARK FAILED: cannot use {config.shown_url}: {exc}", file=sys.stderr)
         return 1
     report.machine["load_after"] = [round(x, 2) for x in os.getloadavg()]
     report.targets = evaluate(report, config.out)
