@@ -41,6 +41,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	DATABASE_URL=sqlite:///$(CURDIR)/.lint-sqlite.sqlite3 $(BIN)/python manage.py makemigrations --check --dry-run
 
 format: venv
 	$(BIN)/ruff check --fix .

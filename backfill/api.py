@@ -27,7 +27,9 @@ def _check_queryset(queryset: Any) -> QuerySet[Any]:
             f"Expected a QuerySet such as BlogPost.objects.all(), got {type(queryset).__name__}."
         )
     if queryset.query.is_sliced:
-        raise BadInput("Sliced querysets cannot be backfilled in chunks; filter instead of slicing.")
+        raise BadInput(
+            "Sliced querysets cannot be backfilled in chunks; filter instead of slicing."
+        )
     if queryset.query.combinator:
         raise BadInput("union()/intersection() querysets cannot be backfilled; use one filter.")
     return queryset.order_by()
@@ -58,15 +60,13 @@ def _run(
         kwargs["clock"] = clock
     if sleep is not None:
         kwargs["sleep"] = sleep
-    return Runner(
-        strategy, opts, reporter=reporter or events.ignore, stop=stop, **kwargs
-    ).run()
+    return Runner(strategy, opts, reporter=reporter or events.ignore, stop=stop, **kwargs).run()
 
 
 def update(
     queryset: QuerySet[Any],
     *,
-    set: Mapping[str, Any],  # noqa: A002 - the contract's spelling
+    set: Mapping[str, Any],
     reporter: events.Reporter | None = None,
     stop: StopFlag | None = None,
     clock: Callable[[], float] | None = None,
@@ -91,7 +91,7 @@ def iterate(
     queryset: QuerySet[Any],
     *,
     transform: Callable[[Any], Any] | str | None = None,
-    set: Mapping[str, Any] | None = None,  # noqa: A002
+    set: Mapping[str, Any] | None = None,
     save: bool = False,
     reporter: events.Reporter | None = None,
     stop: StopFlag | None = None,
@@ -124,7 +124,7 @@ def cursor(
     *,
     fields: Sequence[str] | None = None,
     transform: Callable[[dict[str, Any]], Any] | str | None = None,
-    set: Mapping[str, Any] | None = None,  # noqa: A002
+    set: Mapping[str, Any] | None = None,
     reporter: events.Reporter | None = None,
     stop: StopFlag | None = None,
     clock: Callable[[], float] | None = None,

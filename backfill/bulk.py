@@ -113,10 +113,9 @@ class BulkWriter:
         for i, (field, flag) in enumerate(zip(fields, flagged, strict=True)):
             value = f'v."_v{i}"'
             if flag:
-                value = (
-                    f'CASE WHEN v."_s{i}" THEN {value} ELSE {qn(table.name)}.{qn(field.column)} END'
-                )
-            parts.append(f"{qn(field.column)} = {value}")
+                current = f"{qn(table.name)}.{qn(str(field.column))}"
+                value = f'CASE WHEN v."_s{i}" THEN {value} ELSE {current} END'
+            parts.append(f"{qn(str(field.column))} = {value}")
         return ", ".join(parts)
 
     def _prep(self, field: models.Field, value: Any) -> Any:
@@ -143,17 +142,18 @@ class BulkWriter:
         """
         import psycopg
 
-        class UnpreparedCursor(psycopg.Cursor):  # type: ignore[type-arg]
+        class UnpreparedCursor(psycopg.Cursor):
             def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
                 return super().execute(query, params, prepare=False)
 
         self.connection.ensure_connection()
         raw = UnpreparedCursor(self.connection.connection)
-        return self.connection._prepare_cursor(raw)
+        # Django's own wrapping step (private, stable since 1.x): logging and execute wrappers.
+        return self.connection._prepare_cursor(raw)  # type: ignore[attr-defined]
 
     def _range(self, table: _Table) -> tuple[str, list[Any]]:
         lo, hi = getattr(self, "bounds", (None, None))
-        column = f"{self.qn(table.name)}.{self.qn(table.pk.column)}"
+        column = f"{self.qn(table.name)}.{self.qn(str(table.pk.column))}"
         sql, params = "", []
         if lo is not None:
             sql += f" AND {column} > %s"
@@ -190,7 +190,7 @@ class BulkWriter:
         sql = (
             f"UPDATE {qn(table.name)} SET {self._assignments(table, fields, flagged)} "
             f"FROM unnest({', '.join(casts)}) AS v({', '.join(names)}) "
-            f'WHERE {qn(table.name)}.{qn(table.pk.column)} = v."_k"{bounds}'
+            f'WHERE {qn(table.name)}.{qn(str(table.pk.column))} = v."_k"{bounds}'
         )
         with self._binding_cursor() as cursor:
             cursor.execute(sql, [*arrays, *bound_params])
@@ -226,7 +226,7 @@ class BulkWriter:
         sql = (
             f"WITH v({', '.join(names)}) AS (VALUES {', '.join([row_sql] * len(rows))}) "
             f"UPDATE {qn(table.name)} SET {self._assignments(table, fields, flagged)} "
-            f'FROM v WHERE {qn(table.name)}.{qn(table.pk.column)} = v."_k"{bounds}'
+            f'FROM v WHERE {qn(table.name)}.{qn(str(table.pk.column))} = v."_k"{bounds}'
         )
         with self.connection.cursor() as cursor:
             cursor.execute(sql, [*params, *bound_params])

@@ -29,8 +29,9 @@ class Run(models.Model):
     )
     requested_by = models.CharField(max_length=150, blank=True)
     parallel = models.BooleanField(default=False)
-    pk_end = models.TextField(null=True, help_text="Upper pk bound, fixed when the run started.")
-    frontier = models.TextField(null=True, help_text="Last pk handed to a chunk so far.")
+    # Keys are stored as text; NULL (no key) differs from "" (a valid string key).
+    pk_end = models.TextField(null=True, help_text="Upper pk bound, fixed when the run started.")  # noqa: DJ001
+    frontier = models.TextField(null=True, help_text="Last pk handed to a chunk so far.")  # noqa: DJ001
     planned_all = models.BooleanField(default=False)
     batch_size = models.PositiveIntegerField(default=0)
     estimated_rows = models.BigIntegerField(null=True)
@@ -74,7 +75,9 @@ class Chunk(models.Model):
         DONE = "done", "done"
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="chunks")
-    lo = models.TextField(null=True, help_text="Exclusive lower pk bound; empty = table start.")
+    lo = models.TextField(  # noqa: DJ001
+        null=True, help_text="Exclusive lower pk bound; empty = table start."
+    )
     hi = models.TextField(help_text="Inclusive upper pk bound.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     rows_scanned = models.PositiveIntegerField(default=0)

@@ -234,9 +234,13 @@ class Runner:
                         work = self.strategy.process(claim.chunk, lock=lock)
                         seconds = self.clock() - t0
                         ledger.complete(run, claim.chunk, work, seconds)
-                if claim.chunk is None and not claim.requested and self.parallel:
-                    if ledger.plan(run, pacer.size):
-                        continue
+                if (
+                    claim.chunk is None
+                    and not claim.requested
+                    and self.parallel
+                    and ledger.plan(run, pacer.size)
+                ):
+                    continue
             except TransformFailed as exc:
                 self._fail(ledger, run, str(exc))
                 raise

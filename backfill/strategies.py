@@ -6,9 +6,9 @@ Every ``process`` call runs inside the chunk's transaction, opened by the runner
 from __future__ import annotations
 
 import copy
-from operator import itemgetter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Protocol, cast
 
 from django.db import DatabaseError, connections, models
@@ -369,7 +369,7 @@ class CursorStrategy:
                     original = list(values)
                     for i in mutable:
                         original[i] = copy.deepcopy(values[i])
-                row = dict(zip(keys, values))
+                row = dict(zip(keys, values, strict=False))
                 result = func(row)
                 if not result:
                     continue

@@ -5,74 +5,154 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Run',
+            name="Run",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('strategy', models.CharField(max_length=20)),
-                ('model_label', models.CharField(max_length=200)),
-                ('spec', models.JSONField(default=dict, help_text='What the run does: transform, filters.')),
-                ('status', models.CharField(choices=[('running', 'running'), ('paused', 'paused'), ('stopped', 'stopped'), ('completed', 'completed'), ('failed', 'failed'), ('cancelled', 'cancelled')], default='running', max_length=20)),
-                ('requested', models.CharField(blank=True, choices=[('', 'none'), ('pause', 'pause'), ('cancel', 'cancel')], default='', max_length=10)),
-                ('requested_by', models.CharField(blank=True, max_length=150)),
-                ('parallel', models.BooleanField(default=False)),
-                ('pk_end', models.TextField(help_text='Upper pk bound, fixed when the run started.', null=True)),
-                ('frontier', models.TextField(help_text='Last pk handed to a chunk so far.', null=True)),
-                ('planned_all', models.BooleanField(default=False)),
-                ('batch_size', models.PositiveIntegerField(default=0)),
-                ('estimated_rows', models.BigIntegerField(null=True)),
-                ('rows_scanned', models.BigIntegerField(default=0)),
-                ('rows_changed', models.BigIntegerField(default=0)),
-                ('chunks_done', models.PositiveIntegerField(default=0)),
-                ('work_seconds', models.FloatField(default=0.0)),
-                ('last_error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(null=True)),
-                ('heartbeat_at', models.DateTimeField(null=True)),
-                ('finished_at', models.DateTimeField(null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("strategy", models.CharField(max_length=20)),
+                ("model_label", models.CharField(max_length=200)),
+                (
+                    "spec",
+                    models.JSONField(
+                        default=dict, help_text="What the run does: transform, filters."
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("running", "running"),
+                            ("paused", "paused"),
+                            ("stopped", "stopped"),
+                            ("completed", "completed"),
+                            ("failed", "failed"),
+                            ("cancelled", "cancelled"),
+                        ],
+                        default="running",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "requested",
+                    models.CharField(
+                        blank=True,
+                        choices=[("", "none"), ("pause", "pause"), ("cancel", "cancel")],
+                        default="",
+                        max_length=10,
+                    ),
+                ),
+                ("requested_by", models.CharField(blank=True, max_length=150)),
+                ("parallel", models.BooleanField(default=False)),
+                (
+                    "pk_end",
+                    models.TextField(
+                        help_text="Upper pk bound, fixed when the run started.", null=True
+                    ),
+                ),
+                (
+                    "frontier",
+                    models.TextField(help_text="Last pk handed to a chunk so far.", null=True),
+                ),
+                ("planned_all", models.BooleanField(default=False)),
+                ("batch_size", models.PositiveIntegerField(default=0)),
+                ("estimated_rows", models.BigIntegerField(null=True)),
+                ("rows_scanned", models.BigIntegerField(default=0)),
+                ("rows_changed", models.BigIntegerField(default=0)),
+                ("chunks_done", models.PositiveIntegerField(default=0)),
+                ("work_seconds", models.FloatField(default=0.0)),
+                ("last_error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(null=True)),
+                ("heartbeat_at", models.DateTimeField(null=True)),
+                ("finished_at", models.DateTimeField(null=True)),
             ],
             options={
-                'ordering': ['-created_at'],
-                'permissions': [('control_run', 'Can pause and cancel backfill runs')],
+                "ordering": ["-created_at"],
+                "permissions": [("control_run", "Can pause and cancel backfill runs")],
             },
         ),
         migrations.CreateModel(
-            name='Chunk',
+            name="Chunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('lo', models.TextField(help_text='Exclusive lower pk bound; empty = table start.', null=True)),
-                ('hi', models.TextField(help_text='Inclusive upper pk bound.')),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('done', 'done')], default='pending', max_length=10)),
-                ('rows_scanned', models.PositiveIntegerField(default=0)),
-                ('rows_changed', models.PositiveIntegerField(default=0)),
-                ('worker', models.CharField(blank=True, max_length=200)),
-                ('finished_at', models.DateTimeField(null=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='backfill.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "lo",
+                    models.TextField(
+                        help_text="Exclusive lower pk bound; empty = table start.", null=True
+                    ),
+                ),
+                ("hi", models.TextField(help_text="Inclusive upper pk bound.")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("pending", "pending"), ("done", "done")],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("rows_scanned", models.PositiveIntegerField(default=0)),
+                ("rows_changed", models.PositiveIntegerField(default=0)),
+                ("worker", models.CharField(blank=True, max_length=200)),
+                ("finished_at", models.DateTimeField(null=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="chunks",
+                        to="backfill.run",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['run', 'status', 'id'], name='backfill_chunk_claim')],
+                "indexes": [
+                    models.Index(fields=["run", "status", "id"], name="backfill_chunk_claim")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Worker',
+            name="Worker",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('host', models.CharField(max_length=200)),
-                ('pid', models.PositiveIntegerField()),
-                ('started_at', models.DateTimeField(auto_now_add=True)),
-                ('heartbeat_at', models.DateTimeField()),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='workers', to='backfill.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("host", models.CharField(max_length=200)),
+                ("pid", models.PositiveIntegerField()),
+                ("started_at", models.DateTimeField(auto_now_add=True)),
+                ("heartbeat_at", models.DateTimeField()),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="workers",
+                        to="backfill.run",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('run', 'host', 'pid'), name='backfill_worker_unique')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("run", "host", "pid"), name="backfill_worker_unique"
+                    )
+                ],
             },
         ),
     ]
