@@ -79,11 +79,21 @@ class KeyPlanner:
         if lo is not None:
             where.insert(0, f"{self.column} > %s")
             params.insert(0, self._param(lo))
-        sql = (
-            f"SELECT k, COUNT(*) OVER () FROM (SELECT {self.column} AS k FROM {self.table} "
-            f"WHERE {' AND '.join(where)} ORDER BY {self.column} LIMIT %s) keys "
-            "ORDER BY k DESC LIMIT 1"
+        keys = (
+            f"SELECT {self.column} AS k FROM {self.table} WHERE {' AND '.join(where)} "
+            f"ORDER BY {self.column} LIMIT %s"
         )
+        if self.connection.vendor == "postgresql" and isinstance(self.pk, models.UUIDField):
+            # PostgreSQL has no max(uuid): number the keys as the index yields them instead.
+            sql = (
+                f"SELECT k, n FROM (SELECT {self.column} AS k, ROW_NUMBER() OVER "
+                f"(ORDER BY {self.column}) AS n FROM {self.table} WHERE {' AND '.join(where)} "
+                f"ORDER BY {self.column} LIMIT %s) keys ORDER BY n DESC LIMIT 1"
+            )
+        else:
+            # The last of the next ``size`` keys, walking the primary key index from ``lo``:
+            # only keys are read; the chunk's rows are read later by key range.
+            sql = f"SELECT MAX(k), COUNT(*) FROM ({keys}) keys"
         with self.connection.cursor() as cursor:
             cursor.execute(sql, [*params, size])
             row = cursor.fetchone()

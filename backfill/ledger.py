@@ -66,6 +66,7 @@ class Ledger:
         self.lease = lease
         self.host, self.pid = identity()
         self.worker_name = f"{self.host}:{self.pid}"
+        self.no_pending = False
 
     def _key(self, value: Any) -> str:
         """An upper chunk bound as stored: never None, a chunk always ends at a key."""
@@ -225,14 +226,19 @@ class Ledger:
             state = runs.values("requested", "frontier", "planned_all").get()
         if state["requested"]:
             return Claim(None, state["requested"])
-        pending = (
-            ChunkRow.objects.using(self.using)
-            .select_for_update(skip_locked=True)
-            .filter(run=run, status=ChunkRow.Status.PENDING)
-            .order_by("id")
-            .values("id", "lo", "hi", "rows_scanned")
-            .first()
-        )
+        pending = None
+        if not (plan_inline and self.no_pending):
+            pending = (
+                ChunkRow.objects.using(self.using)
+                .select_for_update(skip_locked=True)
+                .filter(run=run, status=ChunkRow.Status.PENDING)
+                .order_by("id")
+                .values("id", "lo", "hi", "rows_scanned")
+                .first()
+            )
+            # Alone on the run, this process plans and completes chunks in one transaction:
+            # once no pending chunk (left by parallel workers) remains, none can appear.
+            self.no_pending = plan_inline and pending is None
         if pending is not None:
             return Claim(
                 Chunk(

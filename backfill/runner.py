@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from django.conf import settings
@@ -44,6 +46,23 @@ def default_name(strategy: Strategy, spec: dict[str, Any]) -> str:
     ).hexdigest()[:8]
     what = spec.get("transform") or "set " + ",".join(spec.get("set", {}))
     return f"{strategy.kind} {strategy.queryset.model._meta.label} {what} {digest}"[:200]
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a chunk is processed.
+
+    A chunk allocates tens of thousands of rows, dicts and instances that all live until it
+    ends; the collector would scan them again and again (a third of iterate's CPU at large
+    chunks). Reference counting still frees them when the chunk is done.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _check_options(options: Options, connection: Any) -> None:
@@ -231,7 +250,8 @@ class Runner:
                     claim_chunk = claim.chunk
                     work = ChunkWork(0, 0)
                     if claim.chunk is not None:
-                        work = self.strategy.process(claim.chunk, lock=lock)
+                        with collector_paused():
+                            work = self.strategy.process(claim.chunk, lock=lock)
                         seconds = self.clock() - t0
                         ledger.complete(run, claim.chunk, work, seconds)
                 if (

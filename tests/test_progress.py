@@ -232,6 +232,9 @@ def test_postgres_total_is_the_planner_estimate_not_a_count() -> None:
     assert outcome.returncode == 0
     assert ", ~50 rows" in outcome.stderr.splitlines()[0]
     counts = [
-        q["sql"] for q in queries.captured_queries if re.search(r"COUNT\(\*\) FROM", q["sql"])
+        # A count over the table itself; chunk planning counts only the keys of one chunk.
+        q["sql"]
+        for q in queries.captured_queries
+        if re.search(r'COUNT\(\*\) FROM "?blog_blogpost', q["sql"])
     ]
     assert counts == []
