@@ -77,6 +77,18 @@ def holds_mutable(field: models.Field) -> bool:
     return field.get_internal_type() in ("JSONField", "ArrayField", "HStoreField")
 
 
+def transform_failed(
+    transform: Transform, model: type[models.Model], pk: Any, error: Exception
+) -> TransformFailed:
+    """The error for a transform that raised on row ``pk`` (its chunk rolls back)."""
+    return TransformFailed(
+        f"Transform {transform.name!r} raised on {model._meta.label} "
+        f"pk={pk!r}: {type(error).__name__}: {error}",
+        pk=pk,
+        error=error,
+    )
+
+
 def key_range(chunk: Chunk) -> Q:
     if chunk.lo is None:
         return Q(pk__lte=chunk.hi)
@@ -294,12 +306,7 @@ class IterateStrategy:
         except (DatabaseError, TransformFailed):
             raise
         except Exception as exc:
-            raise TransformFailed(
-                f"Transform {self.transform.name!r} raised on {self.model._meta.label} "
-                f"pk={pk!r}: {type(exc).__name__}: {exc}",
-                pk=pk,
-                error=exc,
-            ) from exc
+            raise transform_failed(self.transform, self.model, pk, exc) from exc
         return read, changes
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
@@ -443,12 +450,7 @@ class CursorStrategy:
         except (DatabaseError, TransformFailed):
             raise
         except Exception as exc:
-            raise TransformFailed(
-                f"Transform {self.transform.name!r} raised on {self.model._meta.label} "
-                f"pk={pk!r}: {type(exc).__name__}: {exc}",
-                pk=pk,
-                error=exc,
-            ) from exc
+            raise transform_failed(self.transform, self.model, pk, exc) from exc
         return read, changes
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:

@@ -20,6 +20,7 @@ from backfill.exceptions import (
 from backfill.filters import parse_filters
 from backfill.progress import BarReporter, LogReporter, summary_line
 from backfill.result import Result
+from backfill.values import parse_set
 
 
 def _positive_int(text: str) -> int:
@@ -147,6 +148,29 @@ class BackfillCommand(BaseCommand):
 
     def add_strategy_arguments(self, parser: ArgumentParser) -> None:
         raise NotImplementedError
+
+    def add_value_arguments(self, parser: ArgumentParser, target: str) -> None:
+        """``--set`` and ``--set-json``: what every strategy can assign to each ``target``."""
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="F=V",
+            help=f"Set field F to V on every {target}, converted and validated by the field.",
+        )
+        parser.add_argument(
+            "--set-json",
+            action="append",
+            default=[],
+            metavar="F=JSON",
+            help="Set field F to a JSON value: null, numbers, lists, objects.",
+        )
+
+    def set_values(self, model: type[models.Model], options: dict[str, Any]) -> dict[str, Any]:
+        """The ``--set``/``--set-json`` values, refusing them together with ``--transform``."""
+        if (options["set"] or options["set_json"]) and options.get("transform"):
+            raise BadInput("Pass either --set/--set-json or --transform, not both.")
+        return parse_set(model, options["set"], options["set_json"])
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)

@@ -7,10 +7,8 @@ from django.db import models
 
 import backfill
 from backfill import schema
-from backfill.exceptions import BadInput
 from backfill.management.base import BackfillCommand
 from backfill.result import Result
-from backfill.values import parse_set
 
 
 class Command(BackfillCommand):
@@ -21,20 +19,7 @@ class Command(BackfillCommand):
     strategy = "iterate"
 
     def add_strategy_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="F=V",
-            help="Set field F to V on every instance.",
-        )
-        parser.add_argument(
-            "--set-json",
-            action="append",
-            default=[],
-            metavar="F=JSON",
-            help="Set field F to a JSON value: null, numbers, lists, objects.",
-        )
+        self.add_value_arguments(parser, "instance")
         parser.add_argument(
             "--transform",
             metavar="PATH|NAME",
@@ -51,15 +36,13 @@ class Command(BackfillCommand):
     def run_backfill(
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
     ) -> Result:
-        if (options["set"] or options["set_json"]) and options["transform"]:
-            raise BadInput("Pass either --set/--set-json or --transform, not both.")
         if options["only"]:
             queryset = queryset.only(*schema.field_list(model, options["only"], purpose="--only"))
         if options["defer"]:
             queryset = queryset.defer(
                 *schema.field_list(model, options["defer"], purpose="--defer")
             )
-        values = parse_set(model, options["set"], options["set_json"])
+        values = self.set_values(model, options)
         if values:
             return backfill.iterate(queryset, set=values, save=options["save"], **common)
         return backfill.iterate(

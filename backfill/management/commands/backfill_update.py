@@ -10,7 +10,6 @@ from backfill.exceptions import BadInput
 from backfill.expressions import parse_set_expr
 from backfill.management.base import BackfillCommand
 from backfill.result import Result
-from backfill.values import parse_set
 
 
 class Command(BackfillCommand):
@@ -18,20 +17,7 @@ class Command(BackfillCommand):
     strategy = "update"
 
     def add_strategy_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="F=V",
-            help="Set field F to V, converted and validated by the field.",
-        )
-        parser.add_argument(
-            "--set-json",
-            action="append",
-            default=[],
-            metavar="F=JSON",
-            help="Set field F to a JSON value: null, numbers, lists, objects.",
-        )
+        self.add_value_arguments(parser, "row")
         parser.add_argument(
             "--set-expr",
             action="append",
@@ -43,7 +29,7 @@ class Command(BackfillCommand):
     def run_backfill(
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
     ) -> Result:
-        values = parse_set(model, options["set"], options["set_json"])
+        values = self.set_values(model, options)
         values.update(parse_set_expr(model, options["set_expr"], using=options["database"]))
         if not values:
             raise BadInput(
