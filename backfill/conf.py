@@ -14,7 +14,7 @@ DEFAULTS: dict[str, Any] = {
     # An explicit --batch-size without --target-chunk-time fixes the size instead.
     "TARGET_CHUNK_TIME": 0.5,
     "MIN_BATCH_SIZE": 100,
-    "MAX_BATCH_SIZE": 100_000,
+    "MAX_BATCH_SIZE": 50_000,
     # Seconds to sleep after each chunk, and a cap on rows per second (None = no cap).
     "SLEEP": 0.0,
     "MAX_RATE": None,

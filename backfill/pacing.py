@@ -25,7 +25,7 @@ class Pacer:
     batch_size: int
     target_chunk_time: float | None = None
     min_size: int = 100
-    max_size: int = 100_000
+    max_size: int = 50_000
     sleep: float = 0.0
     max_rate: float | None = None
     clock: Clock = time.monotonic

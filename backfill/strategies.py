@@ -369,13 +369,15 @@ class CursorStrategy:
         opts = self.model._meta
         self.fields = [opts.get_field(name) for name in fields]
         self.keys = ["pk", *(f.attname for f in self.fields)]
-        self.positions = {key: i for i, key in enumerate(self.keys) if i}
+        positions = {key: i for i, key in enumerate(self.keys) if i}
         self.mutable = [i for i, f in enumerate(self.fields, start=1) if holds_mutable(f)]
-        self.writable = {}
+        # What a transform may return, by name or attname: the column it writes and where
+        # the row holds its old value (None when the column was not read).
+        self.slots: dict[str, tuple[str, int | None]] = {}
         for f in opts.concrete_fields:
             if not f.primary_key:
-                self.writable[f.name] = f.attname
-                self.writable[f.attname] = f.attname
+                slot = (f.attname, positions.get(f.attname))
+                self.slots[f.name] = self.slots[f.attname] = slot
 
     def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
         qs = self.queryset.filter(key_range(chunk)).order_by("pk")
@@ -384,8 +386,8 @@ class CursorStrategy:
             qs = qs.select_for_update(no_key=True)
         return qs.values_list("pk", *(f.attname for f in self.fields))
 
-    def _fetch(self, chunk: Chunk, lock: bool) -> Iterator[Sequence[Any]]:
-        """The chunk's rows as tuples, ``fetchmany`` at a time: a server-side cursor on
+    def _fetch(self, chunk: Chunk, lock: bool) -> Iterator[Sequence[Sequence[Any]]]:
+        """The chunk's rows as batches of tuples, ``fetchmany`` at a time: a server-side cursor on
         PostgreSQL unless DISABLE_SERVER_SIDE_CURSORS, Django's converters only when a
         column has one (JSON, SQLite UUIDs…), no model instances.
         """
@@ -401,9 +403,8 @@ class CursorStrategy:
             cursor.execute(sql, params)
             while batch := cursor.fetchmany(FETCH_SIZE):
                 if converters:
-                    yield from compiler.apply_converters(batch, converters)
-                else:
-                    yield from batch
+                    batch = list(compiler.apply_converters(batch, converters))
+                yield batch
 
     def _scan(
         self, chunk: Chunk, lock: bool, limit: int | None = None, *, detail: bool = True
@@ -411,13 +412,12 @@ class CursorStrategy:
         """Run the transform over the chunk: rows read, and ``(pk, row, changes)`` per changed
         row (stopping after ``limit`` of them). The hot loop of the cursor strategy.
         """
-        keys, writable, func = self.keys, self.writable, self.transform.func
-        positions, mutable = self.positions, self.mutable
-        changes: list[tuple[Any, dict[str, Any] | None, dict[str, Any]]] = []
+        keys, slots, func, mutable = self.keys, self.slots, self.transform.func, self.mutable
+        changes: list[Any] = []
         read = 0
         pk = None
         try:
-            for values in self._fetch(chunk, lock):
+            for values in (row for batch in self._fetch(chunk, lock) for row in batch):
                 read += 1
                 pk = values[0]
                 # Compare with the values as read, not with the row the transform may have
@@ -433,18 +433,21 @@ class CursorStrategy:
                     continue
                 changed = {}
                 for key, value in result.items():
-                    attname = writable.get(key)
-                    if attname is None:
+                    slot = slots.get(key)
+                    if slot is None:
                         raise KeyError(
                             f"returned {key!r}, which is not a writable column; return a dict "
                             "of field names to new values"
                         )
-                    at = positions.get(attname)
+                    attname, at = slot
                     if at is None or original[at] != value:
                         changed[attname] = value
                 if changed:
-                    before = dict(zip(keys, original, strict=True)) if detail else None
-                    changes.append((pk, before, changed))
+                    if detail:
+                        changes.append((pk, dict(zip(keys, original, strict=True)), changed))
+                    else:
+                        # The bulk path keeps exactly what it writes: (pk, changes).
+                        changes.append((pk, changed))
                     if limit is not None and len(changes) >= limit:
                         break
         except (DatabaseError, TransformFailed):
@@ -456,7 +459,7 @@ class CursorStrategy:
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
         read, changes = self._scan(chunk, lock, detail=False)
         writes = _RowChanges(self.model, self.queryset.db)
-        writes.changes = [(pk, changed) for pk, _row, changed in changes]
+        writes.changes = changes
         return ChunkWork(read, writes.flush(chunk))
 
     def preview(self, chunk: Chunk) -> list[PreviewRow]:
