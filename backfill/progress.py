@@ -128,10 +128,11 @@ class BarReporter(_Base):
         elif isinstance(event, events.ChunkDone) and self.bar is not None:
             if self.bar.total is not None and event.total_scanned > self.bar.total:
                 self.bar.total = event.total_scanned
-            self.bar.update(event.total_scanned - self.bar.n)
+            # The postfix first, so the redraw that update() triggers already shows it.
             self.bar.set_postfix(
-                changed=f"{event.total_changed:,}", batch=event.batch_size, refresh=False
+                changed=f"{event.total_changed:,}", batch=f"{event.batch_size:,}", refresh=False
             )
+            self.bar.update(event.total_scanned - self.bar.n)
         elif isinstance(event, events.Finished):
             if self.bar is not None:
                 self.bar.close()
