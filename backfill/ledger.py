@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -96,23 +96,10 @@ class Ledger:
         a cancelled run.
         """
         spec = json.loads(json.dumps(spec, default=str))
-        for attempt in (1, 2):
-            try:
-                with transaction.atomic(using=self.using):
-                    return self._start(
-                        name,
-                        strategy,
-                        model_label,
-                        spec,
-                        restart,
-                        parallel,
-                        batch_size,
-                        exact_count,
-                    )
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        with transaction.atomic(using=self.using):
+            return self._start(
+                name, strategy, model_label, spec, restart, parallel, batch_size, exact_count
+            )
 
     def _start(
         self,
@@ -125,18 +112,22 @@ class Ledger:
         batch_size: int,
         exact_count: bool,
     ) -> tuple[Run, bool]:
-        runs = Run.objects.using(self.using)
-        run = runs.select_for_update().filter(name=name).first()
-        created = run is None
-        if run is None:
-            run = runs.create(
+        # Two processes creating the same run race on the unique name: get_or_create takes
+        # the loser's IntegrityError and returns the winner's row (locked, once committed).
+        run, created = (
+            Run.objects.using(self.using)
+            .select_for_update()
+            .get_or_create(
                 name=name,
-                strategy=strategy,
-                model_label=model_label,
-                spec=spec,
-                parallel=parallel,
-                batch_size=batch_size,
+                defaults={
+                    "strategy": strategy,
+                    "model_label": model_label,
+                    "spec": spec,
+                    "parallel": parallel,
+                    "batch_size": batch_size,
+                },
             )
+        )
         now = timezone.now()
         workers = Worker.objects.using(self.using).filter(run=run)
         live = list(workers.filter(heartbeat_at__gte=now - timedelta(seconds=self.lease)))
@@ -364,8 +355,9 @@ class Ledger:
         return Run.objects.using(self.using).get(pk=run.pk)
 
     def checkpoint(self, run: Run) -> Any:
-        """The key below which every chunk is done: the lowest pending chunk, or the frontier."""
-        fresh = self.refresh(run)
+        """The key below which every chunk is done: the lowest pending chunk, or the frontier
+        of ``run`` as the caller last read it.
+        """
         lowest = (
             ChunkRow.objects.using(self.using)
             .filter(run=run, status=ChunkRow.Status.PENDING)
@@ -373,5 +365,5 @@ class Ledger:
             .values_list("lo", flat=True)
             .first()
         )
-        text = lowest if lowest is not None else fresh.frontier
+        text = lowest if lowest is not None else run.frontier
         return self.planner.from_text(text)

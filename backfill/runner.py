@@ -209,22 +209,7 @@ class Runner:
             run.rows_changed,
             run.chunks_done,
         )
-        self.report(
-            events.Started(
-                self.name,
-                self.model._meta.label,
-                self.strategy.kind,
-                database.describe(self.using),
-                run.estimated_rows,
-                run.rows_scanned,
-                resumed,
-                ledger.planner.from_text(run.frontier),
-            )
-        )
-        for note in self.strategy.notes():
-            self.report(events.Notice(note))
-        for note in self._safety_notes():
-            self.report(events.Notice(note))
+        self._announce(ledger, run, resumed)
         scanned = changed = chunks = attempt = 0
         retries = int(opts.retries or 0)
         last_beat = started
@@ -361,6 +346,23 @@ class Runner:
         return result
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _announce(self, ledger: Ledger, run: Run, resumed: bool) -> None:
+        """Report the start of the work, and what this run reads and cannot honour."""
+        self.report(
+            events.Started(
+                self.name,
+                self.model._meta.label,
+                self.strategy.kind,
+                database.describe(self.using),
+                run.estimated_rows,
+                run.rows_scanned,
+                resumed,
+                ledger.checkpoint(run),
+            )
+        )
+        for note in [*self.strategy.notes(), *self._safety_notes()]:
+            self.report(events.Notice(note))
 
     def _stop_reason(self, elapsed: float) -> str | None:
         if self.stop:
@@ -563,7 +565,7 @@ class Runner:
         message: str,
     ) -> Result:
         fresh = ledger.refresh(run)
-        checkpoint = None if fresh.status == Run.Status.COMPLETED else ledger.checkpoint(run)
+        checkpoint = None if fresh.status == Run.Status.COMPLETED else ledger.checkpoint(fresh)
         return Result(
             name=self.name,
             model=self.model._meta.label,

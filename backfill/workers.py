@@ -24,7 +24,7 @@ from types import FrameType
 
 from django.db import DatabaseError, connections
 
-from backfill import database, events
+from backfill import events
 from backfill.conf import Options
 from backfill.exceptions import BackfillError, ChunkFailed, RunBusy
 from backfill.ledger import Ledger
@@ -182,20 +182,7 @@ class ParallelRunner(Runner):
     def _work(self, ledger: Ledger, run: Run, resumed: bool) -> Result:
         started = self.clock()
         base = (run.rows_scanned, run.rows_changed, run.chunks_done)
-        self.report(
-            events.Started(
-                self.name,
-                self.model._meta.label,
-                self.strategy.kind,
-                database.describe(self.using),
-                run.estimated_rows,
-                run.rows_scanned,
-                resumed,
-                ledger.checkpoint(run),
-            )
-        )
-        for note in self.strategy.notes():
-            self.report(events.Notice(note))
+        self._announce(ledger, run, resumed)
         self.report(events.Notice(f"Starting {self.options.workers} worker processes."))
         children: list[Child] = []
         if not self.stop:
@@ -259,12 +246,8 @@ class ParallelRunner(Runner):
     def _receive(self, child: Child) -> None:
         try:
             message = child.pipe.recv()
-        except (EOFError, OSError):
-            child.open = False
-            child.pipe.close()
-            return
         except Exception:
-            # A worker killed halfway through a send leaves a torn message.
+            # The worker is gone (EOF), or was killed halfway through a send (a torn message).
             child.open = False
             child.pipe.close()
             return
