@@ -87,6 +87,39 @@ class WorkerInline(admin.TabularInline):
         return status.ago(age) + dead
 
 
+# The run page: its sections and fields, in order.
+RUN_SECTIONS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
+    (
+        None,
+        (
+            "name",
+            "model_label",
+            "strategy",
+            "spec_json",
+            "state",
+            "request",
+            "controls",
+        ),
+    ),
+    (
+        "Progress",
+        (
+            "progress_bar",
+            "estimate",
+            "scanned",
+            "changed",
+            "chunks",
+            "rate",
+            "batch_size",
+            "parallel",
+            "checkpoint",
+        ),
+    ),
+    ("Times", ("created_at", "started_at", "heartbeat", "finished_at")),
+    ("Outcome", ("last_error", "resume")),
+)
+
+
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
     list_display = [
@@ -104,64 +137,9 @@ class RunAdmin(admin.ModelAdmin):
     search_fields = ["name", "model_label"]
     actions = ["pause_runs", "cancel_runs"]
     inlines = [WorkerInline]
-    fieldsets = [
-        (
-            None,
-            {
-                "fields": [
-                    "name",
-                    "model_label",
-                    "strategy",
-                    "spec_json",
-                    "state",
-                    "request",
-                    "controls",
-                ]
-            },
-        ),
-        (
-            "Progress",
-            {
-                "fields": [
-                    "progress_bar",
-                    "estimate",
-                    "scanned",
-                    "changed",
-                    "chunks",
-                    "rate",
-                    "batch_size",
-                    "parallel",
-                    "checkpoint",
-                ]
-            },
-        ),
-        ("Times", {"fields": ["created_at", "started_at", "heartbeat", "finished_at"]}),
-        ("Outcome", {"fields": ["last_error", "resume"]}),
-    ]
-    readonly_fields = [
-        "name",
-        "model_label",
-        "strategy",
-        "spec_json",
-        "state",
-        "request",
-        "progress_bar",
-        "estimate",
-        "scanned",
-        "changed",
-        "chunks",
-        "rate",
-        "batch_size",
-        "parallel",
-        "checkpoint",
-        "created_at",
-        "started_at",
-        "heartbeat",
-        "finished_at",
-        "last_error",
-        "resume",
-        "controls",
-    ]
+    fieldsets = [(title, {"fields": fields}) for title, fields in RUN_SECTIONS]
+    # Everything shown is read-only: the fieldsets' own fields, not a second copy of them.
+    readonly_fields = [name for _, fields in RUN_SECTIONS for name in fields]
 
     # -- permissions: read-only for everyone, control for the permission's holders ---------
 
