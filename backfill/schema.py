@@ -13,10 +13,14 @@ from backfill.exceptions import BadInput
 
 def suggest(word: str, choices: Iterable[str]) -> str:
     """`` Did you mean 'author'?`` for a close match, else ``""``."""
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    if not close:
+    return did_you_mean(difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6))
+
+
+def did_you_mean(names: list[str]) -> str:
+    """`` Did you mean 'a' or 'b'?`` for the names offered, else ``""``."""
+    if not names:
         return ""
-    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return " Did you mean " + " or ".join(repr(n) for n in names) + "?"
 
 
 def resolve_model(path: str) -> type[models.Model]:

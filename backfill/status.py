@@ -20,6 +20,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
+from backfill import schema
 from backfill.conf import get_setting
 from backfill.exceptions import BadInput
 from backfill.models import Chunk, Run, Worker
@@ -251,9 +252,7 @@ def _suggest(name: str, names: list[str]) -> str:
     folded = name.casefold()
     close = [n for n in names if folded and folded in n.casefold()]
     close += [n for n in difflib.get_close_matches(name, names, n=3, cutoff=0.6) if n not in close]
-    if not close:
-        return ""
-    return " Did you mean " + " or ".join(repr(n) for n in close[:3]) + "?"
+    return schema.did_you_mean(close[:3])
 
 
 def ago(seconds: float | None) -> str:
