@@ -6,7 +6,9 @@ Every ``process`` call runs inside the chunk's transaction, opened by the runner
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Protocol, cast
@@ -16,6 +18,7 @@ from django.db.models import Expression, F, Func, Q, QuerySet, Value, signals
 from django.db.models.base import ModelState
 from django.db.models.sql import UpdateQuery
 
+from backfill import reading
 from backfill.bulk import BulkWriter, Change
 from backfill.chunks import Chunk
 from backfill.exceptions import TransformFailed
@@ -223,21 +226,24 @@ class IterateStrategy:
             and not query.extra
         )
 
-    def _instances(self, chunk: Chunk, lock: bool) -> Iterator[models.Model]:
+    @contextmanager
+    def _instances(self, chunk: Chunk, lock: bool) -> Iterator[Iterator[models.Model]]:
         """The chunk's instances. For a plain model they are built the way ``from_db`` would
         (same ``__dict__``, same ``_state``) without the cost of ``Model.__init__`` per row,
-        which dominates a backfill's Python time; otherwise Django builds them.
+        which dominates a backfill's Python time, from rows read ahead in batches
+        (``backfill.reading``); otherwise Django builds them.
         """
         queryset = self._chunk_qs(chunk, lock)
         if not self._plain_model():
-            yield from queryset.iterator(chunk_size=FETCH_SIZE)
+            yield queryset.iterator(chunk_size=FETCH_SIZE)
             return
-        db = queryset.db
-        compiler = queryset.query.get_compiler(using=db)
-        server_side = compiler.connection.vendor == "postgresql" and not (
-            compiler.connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
-        )
-        rows = compiler.results_iter(chunked_fetch=server_side, chunk_size=FETCH_SIZE)
+        compiler = queryset.query.get_compiler(using=queryset.db)
+        sql, params = compiler.as_sql()
+        with reading.batches(compiler.connection, sql, params, FETCH_SIZE) as batches:
+            yield self._build(compiler, batches, queryset.db)
+
+    def _build(self, compiler: Any, batches: Iterator[Any], db: str) -> Iterator[models.Model]:
+        rows = compiler.results_iter(results=batches)
         assert compiler.klass_info is not None
         fields = compiler.klass_info["select_fields"]
         start, end = fields[0], fields[-1] + 1
@@ -267,42 +273,43 @@ class IterateStrategy:
         read = 0
         pk = None
         try:
-            for obj in self._instances(chunk, lock):
-                state = obj.__dict__
-                if not read:
-                    deferred = obj.get_deferred_fields()
-                    loaded = [a for a in self.concrete if a not in deferred and a != pk_attname]
-                    if loaded:
-                        snapshot = itemgetter(*loaded)
-                    # By type, not by the first row's values: its JSON may be text or null.
-                    mutable = any(
-                        holds_mutable(self.concrete[a]) or isinstance(state[a], (dict, list))
-                        for a in loaded
-                    )
-                read += 1
-                pk = state[pk_attname]
-                before = snapshot(state)
-                if mutable:
-                    before = copy.deepcopy(before)
-                width = len(state)
-                if func(obj) is False:
-                    continue
-                if snapshot(state) == before and len(state) == width:
-                    continue
-                old_values = before if len(loaded) > 1 else (before,)
-                old = {a: v for a, v in zip(loaded, old_values, strict=True) if state[a] != v}
-                new = {a: state[a] for a in old}
-                if len(state) != width:
-                    # The transform set a deferred field: a change, its old value unknown.
-                    for a in self.concrete:
-                        if a in state and a not in loaded and a != pk_attname and a not in new:
-                            new[a] = state[a]
-                            old[a] = "(not loaded)"
-                if new:
-                    # The bulk path keeps only what it writes: less memory per chunk.
-                    changes.append((obj, pk, old, new) if detail else (None, pk, None, new))
-                    if limit is not None and len(changes) >= limit:
-                        break
+            with self._instances(chunk, lock) as instances:
+                for obj in instances:
+                    state = obj.__dict__
+                    if not read:
+                        deferred = obj.get_deferred_fields()
+                        loaded = [a for a in self.concrete if a not in deferred and a != pk_attname]
+                        if loaded:
+                            snapshot = itemgetter(*loaded)
+                        # By type, not by the first row's values: its JSON may be text or null.
+                        mutable = any(
+                            holds_mutable(self.concrete[a]) or isinstance(state[a], (dict, list))
+                            for a in loaded
+                        )
+                    read += 1
+                    pk = state[pk_attname]
+                    before = snapshot(state)
+                    if mutable:
+                        before = copy.deepcopy(before)
+                    width = len(state)
+                    if func(obj) is False:
+                        continue
+                    if snapshot(state) == before and len(state) == width:
+                        continue
+                    old_values = before if len(loaded) > 1 else (before,)
+                    old = {a: v for a, v in zip(loaded, old_values, strict=True) if state[a] != v}
+                    new = {a: state[a] for a in old}
+                    if len(state) != width:
+                        # The transform set a deferred field: a change, its old value unknown.
+                        for a in self.concrete:
+                            if a in state and a not in loaded and a != pk_attname and a not in new:
+                                new[a] = state[a]
+                                old[a] = "(not loaded)"
+                    if new:
+                        # The bulk path keeps only what it writes: less memory per chunk.
+                        changes.append((obj, pk, old, new) if detail else (None, pk, None, new))
+                        if limit is not None and len(changes) >= limit:
+                            break
         except (DatabaseError, TransformFailed):
             raise
         except Exception as exc:
@@ -386,25 +393,20 @@ class CursorStrategy:
             qs = qs.select_for_update(no_key=True)
         return qs.values_list("pk", *(f.attname for f in self.fields))
 
-    def _fetch(self, chunk: Chunk, lock: bool) -> Iterator[Sequence[Sequence[Any]]]:
-        """The chunk's rows as batches of tuples, ``fetchmany`` at a time: a server-side cursor on
-        PostgreSQL unless DISABLE_SERVER_SIDE_CURSORS, Django's converters only when a
-        column has one (JSON, SQLite UUIDs…), no model instances.
+    @contextmanager
+    def _rows(self, chunk: Chunk, lock: bool) -> Iterator[Iterator[Sequence[Any]]]:
+        """The chunk's rows as tuples, read ahead in batches (``backfill.reading``), with
+        Django's converters only when a column has one (JSON, SQLite UUIDs…); no model
+        instances.
         """
         compiler = self._chunk_qs(chunk, lock).query.get_compiler(using=self.queryset.db)
         sql, params = compiler.as_sql()
-        connection = compiler.connection
-        server_side = connection.vendor == "postgresql" and not connection.settings_dict.get(
-            "DISABLE_SERVER_SIDE_CURSORS"
-        )
         converters = compiler.get_converters([column for column, _, _ in compiler.select])
-        cursor = connection.chunked_cursor() if server_side else connection.cursor()
-        with cursor:
-            cursor.execute(sql, params)
-            while batch := cursor.fetchmany(FETCH_SIZE):
-                if converters:
-                    batch = list(compiler.apply_converters(batch, converters))
-                yield batch
+        with reading.batches(compiler.connection, sql, params, FETCH_SIZE) as batches:
+            rows: Iterator[Sequence[Any]] = itertools.chain.from_iterable(batches)
+            if converters:
+                rows = compiler.apply_converters(rows, converters)
+            yield rows
 
     def _scan(
         self, chunk: Chunk, lock: bool, limit: int | None = None, *, detail: bool = True
@@ -414,46 +416,47 @@ class CursorStrategy:
         """
         keys, slots, func, mutable = self.keys, self.slots, self.transform.func, self.mutable
         changes: list[Any] = []
+        append = changes.append
         read = 0
-        pk = None
+        values: Sequence[Any] = (None,)
         try:
-            for values in (row for batch in self._fetch(chunk, lock) for row in batch):
-                read += 1
-                pk = values[0]
-                # Compare with the values as read, not with the row the transform may have
-                # changed in place (``row["data"]["k"] = v; return row``).
-                original = values
-                if mutable:
-                    original = list(values)
-                    for i in mutable:
-                        original[i] = copy.deepcopy(values[i])
-                row = dict(zip(keys, values, strict=False))
-                result = func(row)
-                if not result:
-                    continue
-                changed = {}
-                for key, value in result.items():
-                    slot = slots.get(key)
-                    if slot is None:
-                        raise KeyError(
-                            f"returned {key!r}, which is not a writable column; return a dict "
-                            "of field names to new values"
-                        )
-                    attname, at = slot
-                    if at is None or original[at] != value:
-                        changed[attname] = value
-                if changed:
-                    if detail:
-                        changes.append((pk, dict(zip(keys, original, strict=True)), changed))
-                    else:
+            with self._rows(chunk, lock) as rows:
+                for values in rows:
+                    read += 1
+                    # Compare with the values as read, not with the row the transform may have
+                    # changed in place (``row["data"]["k"] = v; return row``).
+                    original = values
+                    if mutable:
+                        original = list(values)
+                        for i in mutable:
+                            original[i] = copy.deepcopy(values[i])
+                    result = func(dict(zip(keys, values, strict=False)))
+                    if not result:
+                        continue
+                    changed = {}
+                    for key, value in result.items():
+                        try:
+                            attname, at = slots[key]
+                        except KeyError:
+                            raise KeyError(
+                                f"returned {key!r}, which is not a writable column; return a "
+                                "dict of field names to new values"
+                            ) from None
+                        if at is None or original[at] != value:
+                            changed[attname] = value
+                    if changed:
                         # The bulk path keeps exactly what it writes: (pk, changes).
-                        changes.append((pk, changed))
-                    if limit is not None and len(changes) >= limit:
-                        break
+                        append(
+                            (values[0], dict(zip(keys, original, strict=True)), changed)
+                            if detail
+                            else (values[0], changed)
+                        )
+                        if limit is not None and len(changes) >= limit:
+                            break
         except (DatabaseError, TransformFailed):
             raise
         except Exception as exc:
-            raise transform_failed(self.transform, self.model, pk, exc) from exc
+            raise transform_failed(self.transform, self.model, values[0], exc) from exc
         return read, changes
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:

@@ -405,11 +405,14 @@ def test_cursor_streams_through_a_server_side_cursor() -> None:
 
     assert result.rows_changed == 9
     assert len(seen) == 9
-    assert all(any(name.startswith("_django_curs_") for name in names) for names in seen)
+    assert all(any(name.startswith("backfill_rows_") for name in names) for names in seen)
     declared = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DECLARE ")]
     assert len(declared) == 3
     assert all(
-        re.match(r'DECLARE "_django_curs_\w+" NO SCROLL CURSOR FOR SELECT', sql) for sql in declared
+        re.match(
+            r'DECLARE "backfill_rows_\d+" NO SCROLL CURSOR FOR SELECT .* FOR NO KEY UPDATE$', sql
+        )
+        for sql in declared
     )
 
 

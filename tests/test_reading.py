@@ -1,0 +1,138 @@
+"""How a chunk's rows are read on PostgreSQL: a server-side cursor, one batch read ahead.
+
+Batches are made two rows long here so that a nine-row chunk takes five FETCHes. Whether the
+next batch was read ahead is seen from a second connection: the rows of a batch are locked
+(``FOR NO KEY UPDATE``) exactly when the server has read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+
+import backfill
+from backfill import events, strategies
+from backfill.exceptions import TransformFailed
+from example_site.blog.models import BlogPost
+from tests.support import committing, postgres_only, seed_posts
+from tests.test_pacing import FakeClock, Recorder
+from tests.test_safety import (
+    WAIT_LIMIT,
+    RowHolder,
+    backend_pid,
+    connect,
+    make_counters,
+    run_kind,
+)
+from tests.testapp.models import Counter
+
+pytestmark = [postgres_only, committing]
+
+FETCH = 2
+
+
+@pytest.fixture(autouse=True)
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(strategies, "FETCH_SIZE", FETCH)
+
+
+def locked_elsewhere(ids: list[int]) -> list[int]:
+    """Which of ``ids`` another transaction cannot lock now."""
+    with connect() as other:
+        free = other.execute(
+            "SELECT id FROM blog_blogpost WHERE id = ANY(%s) FOR UPDATE SKIP LOCKED", [ids]
+        ).fetchall()
+    return sorted(set(ids) - {pk for (pk,) in free})
+
+
+def run_on_posts(kind: str, on_row: Callable[[int], None]) -> backfill.Result:
+    """Set every post's author to "x" in one chunk, calling ``on_row(pk)`` first for each row."""
+    if kind == "iterate":
+
+        def rename(post: BlogPost) -> None:
+            on_row(post.pk)
+            post.author = "x"
+
+        return backfill.iterate(BlogPost.objects.all(), transform=rename, batch_size=100)
+
+    def rename_row(row: dict[str, Any]) -> dict[str, Any]:
+        on_row(row["pk"])
+        return {"author": "x"}
+
+    return backfill.cursor(
+        BlogPost.objects.all(), fields=["author"], transform=rename_row, batch_size=100
+    )
+
+
+@pytest.mark.parametrize("kind", ["iterate", "cursor"])
+def test_the_next_batch_is_read_while_the_transform_works_on_this_one(kind: str) -> None:
+    ids = seed_posts(9)
+    locked: dict[int, list[int]] = {}
+
+    def on_row(pk: int) -> None:
+        if pk in (ids[0], ids[2]):
+            # A query of the transform's own runs while a FETCH is in flight.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM blog_blogpost")
+                assert cursor.fetchone() == (9,)
+            locked[pk] = locked_elsewhere(ids)
+
+    result = run_on_posts(kind, on_row)
+
+    # Transforming batch 1, batch 2 has been read too; transforming batch 2, batch 3.
+    assert locked == {ids[0]: ids[:4], ids[2]: ids[:6]}
+    assert result.rows_changed == 9
+    assert set(BlogPost.objects.values_list("author", flat=True)) == {"x"}
+
+
+@pytest.mark.parametrize("kind", ["iterate", "cursor"])
+def test_a_transform_failing_with_a_fetch_in_flight_rolls_back_cleanly(kind: str) -> None:
+    ids = seed_posts(9)
+    pid = backend_pid()
+
+    def on_row(pk: int) -> None:
+        if pk == ids[2]:  # batch 2, with batch 3 read ahead
+            raise ValueError("bad row")
+
+    with pytest.raises(TransformFailed, match=r"pk=\d+: ValueError: bad row"):
+        run_on_posts(kind, on_row)
+
+    # The rollback went through on the same connection (not dropped for a command in progress).
+    assert backend_pid() == pid
+    assert not BlogPost.objects.filter(author="x").exists()
+    assert locked_elsewhere(ids) == []
+    assert (
+        backfill.cursor(
+            BlogPost.objects.all(), fields=["author"], set={"author": "y"}, restart=True
+        ).rows_changed
+        == 9
+    )
+
+
+@pytest.mark.parametrize("kind", ["iterate", "cursor"])
+def test_a_lock_timeout_in_a_batch_read_ahead_is_retried(kind: str) -> None:
+    make_counters(9)
+    fifth = Counter.objects.order_by("pk").values_list("pk", flat=True)[4]  # batch 3
+    clock, recorder = FakeClock(), Recorder()
+    holder = RowHolder(
+        f'SELECT 1 FROM "{Counter._meta.db_table}" WHERE id = %s FOR UPDATE', [fifth]
+    )
+
+    def sleep(seconds: float) -> None:
+        holder.released.set()  # the other transaction commits during the backoff
+        holder.join(WAIT_LIMIT)
+        clock.sleep(seconds)
+
+    with holder:
+        result = run_kind(
+            kind, batch_size=9, lock_timeout=0.2, clock=clock, sleep=sleep, reporter=recorder
+        )
+
+    retries = recorder.of(events.Retrying)
+    assert [(r.reason, r.attempt) for r in retries] == [("lock timeout", 1)]
+    assert result.status == "completed"
+    assert result.rows_changed == 9
+    assert set(Counter.objects.values_list("hits", flat=True)) == {1}
