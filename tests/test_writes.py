@@ -194,6 +194,32 @@ def test_postgres_bulk_write_sends_one_array_per_column() -> None:
     assert set(BlogPost.objects.values_list("author", flat=True)) == {"a"}
 
 
+@postgres_only
+def test_postgres_bulk_write_keeps_strings_and_nulls_exactly() -> None:
+    # Written as the arrays' text form: quoting must keep array syntax inside values as data.
+    tricky = ["", "NULL", "a,b", "{c}", 'say "hi"', "back\\slash", " pad ", "two\nlines", "é☃"]
+    pks = seed_posts(len(tricky))
+    wanted = dict(zip(pks, tricky, strict=True))
+    Column.objects.bulk_create(Column(label=f"l{i}", amount=None if i % 2 else 5) for i in range(6))
+
+    posts = backfill.cursor(
+        BlogPost.objects.all(),
+        fields=["author"],
+        transform=lambda row: {"author": wanted[row["pk"]]},
+    )
+    # None where there was 5 and 7 where there was None: an int array holding NULLs.
+    columns = backfill.cursor(
+        Column.objects.all(),
+        fields=["amount"],
+        transform=lambda row: {"amount": None if row["amount"] == 5 else 7},
+    )
+
+    assert posts.rows_changed == len(tricky)
+    assert dict(BlogPost.objects.values_list("pk", "author")) == wanted
+    assert columns.rows_changed == 6
+    assert list(Column.objects.order_by("pk").values_list("amount", flat=True)) == [None, 7] * 3
+
+
 @sqlite_only
 def test_sqlite_bulk_write_stays_within_the_parameter_limit() -> None:
     pks = seed_posts(60)
