@@ -49,10 +49,18 @@ def text_array(values: Sequence[Any], kind: type) -> str:
     newlines inside them stay data.
     """
     if kind is str:
-        if values and None not in values:
+        try:
             joined = '","'.join(values)
-            if "\\" not in joined and '"' not in joined:
-                return '{"' + joined + '"}'  # nothing to escape: one join
+        except TypeError:  # a None among them
+            joined = None
+        # Nothing to escape (the only quotes are the separators'): one join.
+        if (
+            values
+            and joined is not None
+            and "\\" not in joined
+            and joined.count('"') == 2 * (len(values) - 1)
+        ):
+            return '{"' + joined + '"}'
         items = ["NULL" if v is None else _quoted(v) for v in values]
     elif kind is bool:
         items = ["NULL" if v is None else "t" if v else "f" for v in values]

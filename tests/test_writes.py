@@ -13,6 +13,7 @@ from django.db.models.signals import post_init, post_save
 from django.test.utils import CaptureQueriesContext, override_settings
 
 import backfill
+from backfill.bulk import text_array
 from backfill.models import Run
 from example_site.blog.models import BlogPost
 from tests.support import (
@@ -218,6 +219,25 @@ def test_postgres_bulk_write_keeps_strings_and_nulls_exactly() -> None:
     assert dict(BlogPost.objects.values_list("pk", "author")) == wanted
     assert columns.rows_changed == 6
     assert list(Column.objects.order_by("pk").values_list("amount", flat=True)) == [None, 7] * 3
+
+
+@postgres_only
+@pytest.mark.parametrize(
+    ("values", "kind", "cast"),
+    [
+        (["plain", "two words", "é☃"], str, "text[]"),  # nothing to escape: the one-join path
+        (["x"], str, "text[]"),
+        (['say "hi"', "back\\slash", "{a,b}", "NULL", ""], str, "text[]"),
+        (["a", None, "b,c"], str, "text[]"),
+        ([1, None, -3, 2**40], int, "bigint[]"),
+        ([4, 5], int, "integer[]"),
+        ([True, None, False], bool, "boolean[]"),
+    ],
+)
+def test_text_array_reads_back_as_the_same_values(values: list[Any], kind: type, cast: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT %s::{cast}", [text_array(values, kind)])
+        assert cursor.fetchone()[0] == values
 
 
 @sqlite_only
