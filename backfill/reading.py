@@ -10,8 +10,8 @@ A transform may query the database itself (a lazy foreign key, a lookup table). 
 ``FETCH`` is in flight the connection is busy, so every statement Django runs on it first
 collects that ``FETCH``'s rows (an execute wrapper); nothing else changes for the transform.
 
-Elsewhere (SQLite, ``DISABLE_SERVER_SIDE_CURSORS``, a psycopg without the pieces used here)
-the query runs as a plain one, read with ``fetchmany``.
+Elsewhere (SQLite, ``DISABLE_SERVER_SIDE_CURSORS``) the query runs as a plain one, read with
+``fetchmany``.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ class _ReadAhead:
     def _send(self) -> None:
         with self.connection.wrap_database_errors:
             self.pgconn.send_query_params(self.fetch_sql, None)
+            self.in_flight = True  # from here on, its result must be collected
             self.raw.wait(self._send_gen(self.pgconn))
-        self.in_flight = True
 
     def _collect(self) -> Batch:
         from psycopg import errors, pq
