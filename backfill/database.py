@@ -21,6 +21,17 @@ TRANSIENT_SQLSTATES = {
 SHRINK_REASONS = {"lock timeout", "deadlock", "statement timeout"}
 
 
+def check_alias(using: str) -> None:
+    """Raise BadInput unless ``using`` is an alias of ``settings.DATABASES``."""
+    from backfill.exceptions import BadInput
+
+    if using not in connections.settings:
+        raise BadInput(
+            f"Unknown database alias {using!r}: not in settings.DATABASES. "
+            f"Use one of: {', '.join(sorted(connections.settings))}."
+        )
+
+
 def is_postgres(connection: BaseDatabaseWrapper) -> bool:
     return connection.vendor == "postgresql"
 

@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from backfill import schema
 from backfill.conf import get_setting
+from backfill.database import check_alias
 from backfill.exceptions import BadInput
 from backfill.models import Chunk, Run, Worker
 
@@ -96,14 +97,6 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
             value = round(value, 1 if key == "rate" else 4)
         out[key] = value
     return out
-
-
-def _check_alias(using: str) -> None:
-    if using not in connections.settings:
-        raise BadInput(
-            f"Unknown database alias {using!r}. Configured aliases: "
-            f"{', '.join(sorted(connections.settings))}."
-        )
 
 
 def annotated(queryset: QuerySet[Run]) -> QuerySet[Run]:
@@ -227,7 +220,7 @@ def describe(run: Run, using: str = DEFAULT_DB_ALIAS, now: datetime | None = Non
 
 def list_runs(using: str = DEFAULT_DB_ALIAS, now: datetime | None = None) -> list[RunStatus]:
     """Every run in database ``using``, newest first. Raises BadInput for an unknown alias."""
-    _check_alias(using)
+    check_alias(using)
     now = now or timezone.now()
     runs = annotated(Run.objects.using(using).order_by("-created_at", "-id"))
     return [describe(run, using, now) for run in runs]
@@ -235,7 +228,7 @@ def list_runs(using: str = DEFAULT_DB_ALIAS, now: datetime | None = None) -> lis
 
 def get_run(name: str, using: str = DEFAULT_DB_ALIAS, now: datetime | None = None) -> RunStatus:
     """The run called ``name``. Raises BadInput, with the closest names, when there is none."""
-    _check_alias(using)
+    check_alias(using)
     run = annotated(Run.objects.using(using).filter(name=name)).first()
     if run is None:
         names = list(Run.objects.using(using).values_list("name", flat=True))

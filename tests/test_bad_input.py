@@ -273,7 +273,7 @@ CASES = {
     "unknown database alias": (
         "backfill_update",
         ["blog.BlogPost", "--set", "author=x", "--database", "replica"],
-        ["'replica'", "default"],
+        ["Unknown database alias 'replica': not in settings.DATABASES. Use one of: default."],
     ),
     "an option the command does not take": (
         "backfill_cursor",

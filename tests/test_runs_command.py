@@ -280,7 +280,9 @@ def test_unknown_database_alias_exits_2() -> None:
         runs_command("--database", "replica")
 
     assert caught.value.returncode == 2
-    assert str(caught.value) == "Unknown database alias 'replica'. Configured aliases: default."
+    assert str(caught.value) == (
+        "Unknown database alias 'replica': not in settings.DATABASES. Use one of: default."
+    )
 
 
 # -- the resume command ----------------------------------------------------------------------------

@@ -7,9 +7,10 @@ from argparse import ArgumentParser
 from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db import DEFAULT_DB_ALIAS, models
 
 from backfill import events, schema
+from backfill.database import check_alias
 from backfill.exceptions import (
     BackfillError,
     BadInput,
@@ -191,11 +192,7 @@ class BackfillCommand(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            if options["database"] not in connections:
-                raise BadInput(
-                    f"--database {options['database']!r} is not a database alias in "
-                    f"settings.DATABASES. Use one of: {', '.join(connections)}."
-                )
+            check_alias(options["database"])
             model = schema.resolve_model(options["model"])
             if options.get("only") and options.get("defer"):
                 raise BadInput("--only and --defer cannot be used together; pass one of them.")
