@@ -20,7 +20,6 @@ from example_site.blog.models import BlogPost
 from tests.support import committing, postgres_only, seed_posts
 from tests.test_pacing import FakeClock, Recorder
 from tests.test_safety import (
-    WAIT_LIMIT,
     RowHolder,
     backend_pid,
     connect,
@@ -120,11 +119,7 @@ def test_a_lock_timeout_in_a_batch_read_ahead_is_retried(kind: str) -> None:
     holder = RowHolder(
         f'SELECT 1 FROM "{Counter._meta.db_table}" WHERE id = %s FOR UPDATE', [fifth]
     )
-
-    def sleep(seconds: float) -> None:
-        holder.released.set()  # the other transaction commits during the backoff
-        holder.join(WAIT_LIMIT)
-        clock.sleep(seconds)
+    sleep = holder.released_by_backoff(clock)
 
     with holder:
         result = run_kind(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import StringIO
 from typing import Any
 
@@ -94,6 +94,15 @@ class RowHolder(threading.Thread):
     def release(self) -> None:
         self.released.set()
         self.join(WAIT_LIMIT)
+
+    def released_by_backoff(self, clock: FakeClock) -> Callable[[float], None]:
+        """A sleep for the run's retry backoff: this transaction commits, then ``clock`` steps."""
+
+        def sleep(seconds: float) -> None:
+            self.release()
+            clock.sleep(seconds)
+
+        return sleep
 
     def __exit__(self, *exc: object) -> None:
         self.release()
@@ -189,11 +198,7 @@ def test_a_row_locked_elsewhere_is_retried_with_half_the_chunk(
     first = Counter.objects.order_by("pk").values_list("pk", flat=True)[0]
     clock, recorder = FakeClock(), Recorder()
     holder = RowHolder(f'SELECT 1 FROM "{TABLE}" WHERE id = %s FOR UPDATE', [first])
-
-    def sleep(seconds: float) -> None:
-        holder.released.set()  # the other transaction commits during the backoff
-        holder.join(WAIT_LIMIT)
-        clock.sleep(seconds)
+    sleep = holder.released_by_backoff(clock)
 
     with holder:
         result = run_kind(
