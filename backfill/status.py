@@ -30,7 +30,7 @@ from backfill.models import Chunk, Run, Worker
 # the process died (kill -9, a crash, a lost host) and nothing is working the run.
 ABANDONED = "abandoned"
 # Parts of a resume command that the stored spec cannot give back.
-UNKNOWN_SET = "<the original --set options>"
+UNKNOWN_EXPRESSIONS = "<the original --set-expr options>"
 WORKERS = "--workers <N>"
 
 
@@ -140,22 +140,24 @@ def resume_command(run: Run, using: str = DEFAULT_DB_ALIAS) -> str | None:
         return None
     spec = run.spec or {}
     args: list[str] = ["python", "manage.py", f"backfill_{run.strategy}", run.model_label]
-    if run.strategy == "update":
-        for field, value in sorted((spec.get("set") or {}).items()):
+    values = spec.get("set")
+    if values is not None:
+        expressions = set(spec.get("expressions") or ())
+        for field, value in sorted(values.items()):
+            if field in expressions:
+                continue
             if isinstance(value, str):
                 args += ["--set", f"{field}={value}"]
             else:
                 args += ["--set-json", f"{field}={json.dumps(value)}"]
-    else:
-        transform = spec.get("transform")
-        if transform == "set":
-            args.append(UNKNOWN_SET)
-        elif transform:
-            args += ["--transform", transform]
-        if spec.get("save"):
-            args.append("--save")
-        if run.strategy == "cursor" and spec.get("fields") and transform != "set":
-            args += ["--only", ",".join(spec["fields"])]
+        if expressions:
+            args.append(UNKNOWN_EXPRESSIONS)
+    elif spec.get("transform"):
+        args += ["--transform", spec["transform"]]
+    if spec.get("save"):
+        args.append("--save")
+    if run.strategy == "cursor" and spec.get("fields"):
+        args += ["--only", ",".join(spec["fields"])]
     args += ["--name", run.name]
     if using != DEFAULT_DB_ALIAS:
         args += ["--database", using]
@@ -163,7 +165,7 @@ def resume_command(run: Run, using: str = DEFAULT_DB_ALIAS) -> str | None:
         args.append("--restart")
     if run.parallel:
         args.append(WORKERS)
-    return " ".join(a if a in (UNKNOWN_SET, WORKERS) else shlex.quote(a) for a in args)
+    return " ".join(a if a in (UNKNOWN_EXPRESSIONS, WORKERS) else shlex.quote(a) for a in args)
 
 
 def describe(run: Run, using: str = DEFAULT_DB_ALIAS, now: datetime | None = None) -> RunStatus:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -105,6 +106,30 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def set_spec(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``--set`` values as a run's spec keeps them: they are part of the run's identity (another
+    value is another backfill), and ``backfill_runs`` rebuilds the resume command from them.
+    JSON values stay as they are (given back with ``--set-json``); dates, decimals and UUIDs
+    become their text, which ``--set`` parses back; expressions are named under
+    ``expressions``, since their text cannot be parsed back.
+    """
+    stored = {}
+    for name, value in sorted(values.items()):
+        if isinstance(value, (dict, list)):
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                value = str(value)
+        else:
+            value = _plain(value)
+        stored[name] = value
+    spec: dict[str, Any] = {"set": stored}
+    expressions = sorted(n for n, v in values.items() if hasattr(v, "resolve_expression"))
+    if expressions:
+        spec["expressions"] = expressions
+    return spec
+
+
 def _sql(queryset: QuerySet[Any]) -> str:
     sql, params = queryset.query.sql_with_params()
     return _render(sql, params)
@@ -163,7 +188,7 @@ class UpdateStrategy:
         ]
 
     def describe(self, chunk: Chunk | None) -> Description:
-        spec = {"set": {n: _plain(v) for n, v in sorted(self.values.items())}}
+        spec = set_spec(self.values)
         statements = []
         if chunk is not None:
             qs = self._chunk_qs(chunk)
@@ -343,8 +368,7 @@ class IterateStrategy:
     def describe(self, chunk: Chunk | None) -> Description:
         spec: dict[str, Any] = {"transform": self.transform.name, "save": self.save}
         if self.transform.values is not None:
-            # --set values are part of the run's identity: another value is another backfill.
-            spec["set"] = {n: _plain(v) for n, v in sorted(self.transform.values.items())}
+            spec.update(set_spec(self.transform.values))
         statements = []
         if chunk is not None:
             statements.append(_sql(self._chunk_qs(chunk, False)))
@@ -482,7 +506,7 @@ class CursorStrategy:
             "fields": [f.name for f in self.fields],
         }
         if self.transform.values is not None:
-            spec["set"] = {n: _plain(v) for n, v in sorted(self.transform.values.items())}
+            spec.update(set_spec(self.transform.values))
         statements = []
         if chunk is not None:
             statements.append(_sql(self._chunk_qs(chunk, False)))

@@ -110,6 +110,11 @@ def _no_expressions(values: Mapping[str, Any]) -> None:
             )
 
 
+def _set_name(values: Mapping[str, Any]) -> str:
+    """``set a,b``: in name order, so the order of the options does not make another run."""
+    return "set " + ",".join(sorted(values))
+
+
 def instance_setter(values: Mapping[str, Any], model: type[models.Model]) -> Transform:
     """``--set`` for iterate: assign each value to the instance."""
     _no_expressions(values)
@@ -121,7 +126,7 @@ def instance_setter(values: Mapping[str, Any], model: type[models.Model]) -> Tra
         for attname, value in attnames:
             setattr(obj, attname, value)
 
-    return Transform(set_fields, "set " + ",".join(values), dict(values))
+    return Transform(set_fields, _set_name(values), dict(values))
 
 
 def row_setter(values: Mapping[str, Any], model: type[models.Model]) -> Transform:
@@ -132,4 +137,4 @@ def row_setter(values: Mapping[str, Any], model: type[models.Model]) -> Transfor
     def set_row(row: dict[str, Any]) -> dict[str, Any]:
         return changes
 
-    return Transform(set_row, "set " + ",".join(values), dict(values))
+    return Transform(set_row, _set_name(values), dict(values))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from django.utils import timezone
 
 from backfill import status
 from backfill.models import Chunk, Run, Worker
-from tests.testapp.models import Counter
+from tests.testapp.models import Counter, Tagged
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -297,9 +298,36 @@ def test_unknown_database_alias_exits_2() -> None:
             "--set 'name=a b' --set-json views=5 --name nightly",
         ),
         (
-            {"strategy": "iterate", "spec": {"transform": "set", "save": True}},
-            "python manage.py backfill_iterate testapp.SparseItem <the original --set options> "
-            "--save --name nightly",
+            {"strategy": "update", "spec": {"set": {"data": {"k": [1, None]}}}},
+            "python manage.py backfill_update testapp.SparseItem "
+            "--set-json 'data={\"k\": [1, null]}' --name nightly",
+        ),
+        (
+            {
+                "strategy": "update",
+                "spec": {
+                    "set": {"views": "F(views) + Value(1)", "name": "x"},
+                    "expressions": ["views"],
+                },
+            },
+            "python manage.py backfill_update testapp.SparseItem --set name=x "
+            "<the original --set-expr options> --name nightly",
+        ),
+        (
+            {
+                "strategy": "iterate",
+                "spec": {"transform": "set name", "save": True, "set": {"name": "a b"}},
+            },
+            "python manage.py backfill_iterate testapp.SparseItem --set 'name=a b' --save "
+            "--name nightly",
+        ),
+        (
+            {
+                "strategy": "cursor",
+                "spec": {"transform": "set views", "fields": ["views"], "set": {"views": 5}},
+            },
+            "python manage.py backfill_cursor testapp.SparseItem --set-json views=5 --only views "
+            "--name nightly",
         ),
         (
             {"strategy": "cursor", "spec": {"transform": "fix_row", "fields": ["name", "views"]}},
@@ -327,6 +355,49 @@ def test_resume_command_names_another_database() -> None:
 
 
 # -- a real run ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("command", "label", "options"),
+    [
+        ("backfill_update", "testapp.Tagged", ["--set-json", 'data={"k": [1, "two"]}']),
+        (
+            "backfill_update",
+            "testapp.Counter",
+            ["--set", "name=a b", "--set-expr", "hits=F('hits') + 1"],
+        ),
+        ("backfill_iterate", "testapp.Tagged", ["--set", "name=a b", "--only", "name"]),
+        ("backfill_cursor", "testapp.Tagged", ["--set-json", 'data={"k": 1}']),
+        ("backfill_cursor", "testapp.Counter", ["--set", "hits=3", "--set", "name=x"]),
+    ],
+)
+def test_a_stopped_set_run_resumes_with_the_printed_command(
+    command: str, label: str, options: list[str]
+) -> None:
+    Tagged.objects.bulk_create(Tagged(name=f"t{i}") for i in range(3))
+    Counter.objects.bulk_create(Counter(name=f"c{i}") for i in range(3))
+    call_command(command, label, *options, "--progress=none", stdout=StringIO())
+    run = Run.objects.get()
+    Run.objects.update(status=Run.Status.STOPPED)  # as if stopped before its last chunk
+
+    line = json.loads(runs_command(run.name, "--json"))["resume_command"]
+    # JSON values come back as JSON, not as the text of a Python dict.
+    for option, value in itertools.pairwise(options):
+        if option == "--set-json":
+            assert shlex.join(["--set-json", value]) in line
+
+    if "--set-expr" in options:
+        # An expression's text cannot be parsed back: the line says what to add.
+        assert "<the original --set-expr options>" in line
+        line = line.replace(
+            "<the original --set-expr options>", "--set-expr \"hits=F('hits') + 1\""
+        )
+    out = StringIO()
+    call_command(*shlex.split(line)[2:], "--progress=none", stdout=out)
+    # The same run (not "started as a different backfill"), now completed.
+    assert f"Completed run {run.name!r}." in out.getvalue()
+    assert list(Run.objects.values_list("name", "status")) == [(run.name, "completed")]
 
 
 def shout(counter: Counter) -> None:
