@@ -474,7 +474,13 @@ class Runner:
         return max(1.0, (run.estimated_rows or 0) * every)
 
     def _vacuum(self, run: Run, done: int) -> None:
-        table = self.connection.ops.quote_name(self.model._meta.db_table)
+        # A multi-table-inheritance child's fields live in its parents' tables too.
+        models = [
+            self.model._meta.concrete_model or self.model,
+            *self.model._meta.get_parent_list(),
+        ]
+        qn = self.connection.ops.quote_name
+        table = ", ".join(dict.fromkeys(qn(m._meta.db_table) for m in models))
         t0 = self.clock()
         try:
             with self.connection.cursor() as cursor:

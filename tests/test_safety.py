@@ -24,7 +24,7 @@ import backfill
 from backfill import events
 from tests.conftest import database_url
 from tests.test_pacing import FakeClock, Recorder, make_counters
-from tests.testapp.models import Counter
+from tests.testapp.models import Counter, Place, Restaurant
 
 postgres_only = pytest.mark.skipif(
     connection.vendor != "postgresql",
@@ -383,6 +383,31 @@ def test_vacuum_every_share_of_the_table(no_autovacuum: None) -> None:
         f'VACUUM "{TABLE}" after {rows} rows took … s' for rows in ("300", "500", "800", "1,000")
     ]
     assert vacuum_count() - before == 4
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_vacuum_every_also_vacuums_the_parent_tables_of_a_child_model() -> None:
+    for i in range(10):
+        Restaurant.objects.create(name=f"r{i}")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE testapp_restaurant, testapp_place")
+    recorder = Recorder()
+
+    backfill.update(
+        Restaurant.objects.all(),
+        set={"city": "Rome"},
+        batch_size=5,
+        vacuum_every=0.5,
+        reporter=recorder,
+    )
+
+    notices = [n.message for n in recorder.of(events.Notice) if "VACUUM" in n.message]
+    assert [re.sub(r"took [\d.]+ s", "took … s", m) for m in notices] == [
+        f'VACUUM "testapp_restaurant", "testapp_place" after {rows} rows took … s'
+        for rows in ("5", "10")
+    ]
+    assert set(Place.objects.values_list("city", flat=True)) == {"Rome"}
 
 
 @postgres_only
