@@ -97,99 +97,88 @@ class Ledger:
         """
         spec = json.loads(json.dumps(spec, default=str))
         with transaction.atomic(using=self.using):
-            return self._start(
-                name, strategy, model_label, spec, restart, parallel, batch_size, exact_count
-            )
-
-    def _start(
-        self,
-        name: str,
-        strategy: str,
-        model_label: str,
-        spec: dict[str, Any],
-        restart: bool,
-        parallel: bool,
-        batch_size: int,
-        exact_count: bool,
-    ) -> tuple[Run, bool]:
-        # Two processes creating the same run race on the unique name: get_or_create takes
-        # the loser's IntegrityError and returns the winner's row (locked, once committed).
-        run, created = (
-            Run.objects.using(self.using)
-            .select_for_update()
-            .get_or_create(
-                name=name,
-                defaults={
-                    "strategy": strategy,
-                    "model_label": model_label,
-                    "spec": spec,
-                    "parallel": parallel,
-                    "batch_size": batch_size,
-                },
-            )
-        )
-        now = timezone.now()
-        workers = Worker.objects.using(self.using).filter(run=run)
-        live = list(workers.filter(heartbeat_at__gte=now - timedelta(seconds=self.lease)))
-        # A holder on this host whose process is gone (kill -9, OOM) is dead now, not when
-        # its lease runs out; other hosts' holders can only be judged by their heartbeat.
-        gone = [w.pk for w in live if w.host == self.host and not process_exists(w.pid)]
-        live = [w for w in live if w.pk not in gone and (w.host, w.pid) != (self.host, self.pid)]
-        if live and (restart or not parallel or not run.parallel):
-            holder = live[0]
-            raise RunBusy(
-                f"Run {name!r} is already being worked by {holder.host} pid {holder.pid} "
-                f"(last heartbeat {_ago(holder.heartbeat_at)}). Wait for it or stop it "
-                f"(SIGTERM); a dead process's claim expires {self.lease:.0f} s after its last "
-                "heartbeat. To work it in parallel, start every process with --workers."
-            )
-        if not created and not restart:
-            if run.status == Run.Status.COMPLETED:
-                return run, True
-            if run.status == Run.Status.CANCELLED:
-                by = f" by {run.requested_by}" if run.requested_by else ""
-                raise BadInput(
-                    f"Run {name!r} was cancelled{by}."
-                    " Pass --restart to start it over from the beginning, or --name for a new run."
+            # Two processes creating the same run race on the unique name: get_or_create takes
+            # the loser's IntegrityError and returns the winner's row (locked, once committed).
+            run, created = (
+                Run.objects.using(self.using)
+                .select_for_update()
+                .get_or_create(
+                    name=name,
+                    defaults={
+                        "strategy": strategy,
+                        "model_label": model_label,
+                        "spec": spec,
+                        "parallel": parallel,
+                        "batch_size": batch_size,
+                    },
                 )
-            if run.spec != spec or run.model_label != model_label or run.strategy != strategy:
-                raise BadInput(
-                    f"Run {name!r} was started as a different backfill ({run.strategy} "
-                    f"{run.model_label} {json.dumps(run.spec, sort_keys=True)}). Pass another "
-                    "--name, or --restart to replace it."
-                )
-        resumed = not created and not restart and (run.chunks_done > 0 or run.frontier is not None)
-        if created or restart:
-            ChunkRow.objects.using(self.using).filter(run=run).delete()
-            bounds = self.planner.key_range()
-            run.spec = spec
-            run.strategy = strategy
-            run.model_label = model_label
-            run.pk_end = self.planner.to_text(bounds.last) if bounds else None
-            run.frontier = None
-            run.planned_all = bounds is None
-            run.estimated_rows = table_rows(
-                self.planner.connection, self.planner.model, exact=exact_count
             )
-            run.rows_scanned = run.rows_changed = run.chunks_done = 0
-            run.work_seconds = 0.0
-            run.started_at = now
-            run.finished_at = None
-            run.last_error = ""
-        run.status = Run.Status.RUNNING
-        run.requested = Run.Request.NONE
-        run.requested_by = ""
-        run.parallel = parallel
-        run.batch_size = batch_size
-        run.heartbeat_at = now
-        run.save(using=self.using)
-        workers.filter(
-            Q(heartbeat_at__lt=now - timedelta(seconds=self.lease)) | Q(pk__in=gone)
-        ).delete()
-        Worker.objects.using(self.using).update_or_create(
-            run=run, host=self.host, pid=self.pid, defaults={"heartbeat_at": now}
-        )
-        return run, resumed
+            now = timezone.now()
+            workers = Worker.objects.using(self.using).filter(run=run)
+            live = list(workers.filter(heartbeat_at__gte=now - timedelta(seconds=self.lease)))
+            # A holder on this host whose process is gone (kill -9, OOM) is dead now, not when
+            # its lease runs out; other hosts' holders can only be judged by their heartbeat.
+            gone = [w.pk for w in live if w.host == self.host and not process_exists(w.pid)]
+            live = [
+                w for w in live if w.pk not in gone and (w.host, w.pid) != (self.host, self.pid)
+            ]
+            if live and (restart or not parallel or not run.parallel):
+                holder = live[0]
+                raise RunBusy(
+                    f"Run {name!r} is already being worked by {holder.host} pid {holder.pid} "
+                    f"(last heartbeat {_ago(holder.heartbeat_at)}). Wait for it or stop it "
+                    f"(SIGTERM); a dead process's claim expires {self.lease:.0f} s after its last "
+                    "heartbeat. To work it in parallel, start every process with --workers."
+                )
+            if not created and not restart:
+                if run.status == Run.Status.COMPLETED:
+                    return run, True
+                if run.status == Run.Status.CANCELLED:
+                    by = f" by {run.requested_by}" if run.requested_by else ""
+                    raise BadInput(
+                        f"Run {name!r} was cancelled{by}. Pass --restart to start it over from "
+                        "the beginning, or --name for a new run."
+                    )
+                if run.spec != spec or run.model_label != model_label or run.strategy != strategy:
+                    raise BadInput(
+                        f"Run {name!r} was started as a different backfill ({run.strategy} "
+                        f"{run.model_label} {json.dumps(run.spec, sort_keys=True)}). Pass another "
+                        "--name, or --restart to replace it."
+                    )
+            resumed = (
+                not created and not restart and (run.chunks_done > 0 or run.frontier is not None)
+            )
+            if created or restart:
+                ChunkRow.objects.using(self.using).filter(run=run).delete()
+                bounds = self.planner.key_range()
+                run.spec = spec
+                run.strategy = strategy
+                run.model_label = model_label
+                run.pk_end = self.planner.to_text(bounds.last) if bounds else None
+                run.frontier = None
+                run.planned_all = bounds is None
+                run.estimated_rows = table_rows(
+                    self.planner.connection, self.planner.model, exact=exact_count
+                )
+                run.rows_scanned = run.rows_changed = run.chunks_done = 0
+                run.work_seconds = 0.0
+                run.started_at = now
+                run.finished_at = None
+                run.last_error = ""
+            run.status = Run.Status.RUNNING
+            run.requested = Run.Request.NONE
+            run.requested_by = ""
+            run.parallel = parallel
+            run.batch_size = batch_size
+            run.heartbeat_at = now
+            run.save(using=self.using)
+            workers.filter(
+                Q(heartbeat_at__lt=now - timedelta(seconds=self.lease)) | Q(pk__in=gone)
+            ).delete()
+            Worker.objects.using(self.using).update_or_create(
+                run=run, host=self.host, pid=self.pid, defaults={"heartbeat_at": now}
+            )
+            return run, resumed
 
     def leave(self, run: Run) -> None:
         Worker.objects.using(self.using).filter(run=run, host=self.host, pid=self.pid).delete()
