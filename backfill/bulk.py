@@ -110,13 +110,12 @@ class BulkWriter:
             return 0
         changed = {attname for _, values in changes for attname in values}
         tables = _tables(self.model, list(changed))
-        self.bounds = (lo, hi)
         for table in tables:
             rows = changes
             if len(tables) > 1:
                 rows = [(pk, v) for pk, v in changes if any(f.attname in v for f in table.fields)]
             if rows:
-                self._write_table(table, rows)
+                self._write_table(table, rows, self._range(table, lo, hi))
         return len(changes)
 
     def statement_count(self, changes: Sequence[Change]) -> int:
@@ -124,19 +123,21 @@ class BulkWriter:
         changed = {attname for _, values in changes for attname in values}
         return len(_tables(self.model, list(changed))) if changes else 0
 
-    def _write_table(self, table: _Table, rows: Sequence[Change]) -> None:
+    def _write_table(
+        self, table: _Table, rows: Sequence[Change], bounds: tuple[str, list[Any]]
+    ) -> None:
         fields = [f for f in table.fields if any(f.attname in values for _, values in rows)]
         flagged = [not all(f.attname in values for _, values in rows) for f in fields]
         # unnest() flattens nested arrays, so array columns take the VALUES path instead.
         arrays = any((f.db_type(self.connection) or "").endswith("]") for f in fields)
         if is_postgres(self.connection) and not arrays:
-            self._write_postgres(table, fields, flagged, rows)
+            self._write_postgres(table, fields, flagged, rows, bounds)
         else:
             per_row = 1 + len(fields) + sum(flagged)
             # Two parameters are the chunk's key bounds (see _range), not rows.
             step = max(1, (query_param_limit(self.connection) - 2) // per_row)
             for start in range(0, len(rows), step):
-                self._write_values(table, fields, flagged, rows[start : start + step])
+                self._write_values(table, fields, flagged, rows[start : start + step], bounds)
 
     def _assignments(
         self, table: _Table, fields: Sequence[models.Field], flagged: Sequence[bool]
@@ -186,8 +187,8 @@ class BulkWriter:
         # Django's own wrapping step (private, stable since 1.x): logging and execute wrappers.
         return self.connection._prepare_cursor(raw)  # type: ignore[attr-defined]
 
-    def _range(self, table: _Table) -> tuple[str, list[Any]]:
-        lo, hi = getattr(self, "bounds", (None, None))
+    def _range(self, table: _Table, lo: Any, hi: Any) -> tuple[str, list[Any]]:
+        """The ``AND key > lo AND key <= hi`` that bounds a statement to the chunk's keys."""
         column = f"{self.qn(table.name)}.{self.qn(str(table.pk.column))}"
         sql, params = "", []
         if lo is not None:
@@ -204,6 +205,7 @@ class BulkWriter:
         fields: Sequence[models.Field],
         flagged: Sequence[bool],
         rows: Sequence[Change],
+        bounds: tuple[str, list[Any]],
     ) -> None:
         qn = self.qn
         conn = self.connection
@@ -223,11 +225,11 @@ class BulkWriter:
                 arrays.append(text_array([field.attname in values for _, values in rows], bool))
                 casts.append("%s::boolean[]")
                 names.append(f'"_s{i}"')
-        bounds, bound_params = self._range(table)
+        where, bound_params = bounds
         sql = (
             f"UPDATE {qn(table.name)} SET {self._assignments(table, fields, flagged)} "
             f"FROM unnest({', '.join(casts)}) AS v({', '.join(names)}) "
-            f'WHERE {qn(table.name)}.{qn(str(table.pk.column))} = v."_k"{bounds}'
+            f'WHERE {qn(table.name)}.{qn(str(table.pk.column))} = v."_k"{where}'
         )
         with self._binding_cursor() as cursor:
             cursor.execute(sql, [*arrays, *bound_params])
@@ -238,6 +240,7 @@ class BulkWriter:
         fields: Sequence[models.Field],
         flagged: Sequence[bool],
         rows: Sequence[Change],
+        bounds: tuple[str, list[Any]],
     ) -> None:
         qn = self.qn
         names = ['"_k"', *(f'"_v{i}"' for i in range(len(fields)))]
@@ -259,11 +262,11 @@ class BulkWriter:
             row_sql = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
         else:
             row_sql = "(" + ", ".join(["%s"] * len(names)) + ")"
-        bounds, bound_params = self._range(table)
+        where, bound_params = bounds
         sql = (
             f"WITH v({', '.join(names)}) AS (VALUES {', '.join([row_sql] * len(rows))}) "
             f"UPDATE {qn(table.name)} SET {self._assignments(table, fields, flagged)} "
-            f'FROM v WHERE {qn(table.name)}.{qn(str(table.pk.column))} = v."_k"{bounds}'
+            f'FROM v WHERE {qn(table.name)}.{qn(str(table.pk.column))} = v."_k"{where}'
         )
         with self.connection.cursor() as cursor:
             cursor.execute(sql, [*params, *bound_params])

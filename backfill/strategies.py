@@ -202,18 +202,11 @@ class UpdateStrategy:
         return []
 
 
-class _RowChanges:
-    """Collects changed rows of a chunk and writes them in bulk (or per object with save)."""
-
-    def __init__(self, model: type[models.Model], using: str) -> None:
-        self.writer = BulkWriter(model, connections[using])
-        self.changes: list[Change] = []
-
-    def add(self, pk: Any, values: dict[str, Any]) -> None:
-        self.changes.append((pk, values))
-
-    def flush(self, chunk: Chunk) -> int:
-        return self.writer.write(self.changes, chunk.lo, chunk.hi)
+def write_changes(
+    model: type[models.Model], using: str, changes: list[Change], chunk: Chunk
+) -> int:
+    """Write a chunk's changed rows in bulk (bounded by the chunk's keys); rows written."""
+    return BulkWriter(model, connections[using]).write(changes, chunk.lo, chunk.hi)
 
 
 class IterateStrategy:
@@ -347,9 +340,8 @@ class IterateStrategy:
             for obj, _pk, _old, new in changes:
                 obj.save(update_fields=[self.concrete[a].name for a in new], using=self.queryset.db)
             return ChunkWork(read, len(changes))
-        writes = _RowChanges(self.model, self.queryset.db)
-        writes.changes = [(pk, new) for _obj, pk, _old, new in changes]
-        return ChunkWork(read, writes.flush(chunk))
+        written = [(pk, new) for _obj, pk, _old, new in changes]
+        return ChunkWork(read, write_changes(self.model, self.queryset.db, written, chunk))
 
     def preview(self, chunk: Chunk) -> list[PreviewRow]:
         _read, changes = self._scan(chunk, False, limit=PREVIEW_ROWS)
@@ -485,9 +477,7 @@ class CursorStrategy:
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
         read, changes = self._scan(chunk, lock, detail=False)
-        writes = _RowChanges(self.model, self.queryset.db)
-        writes.changes = changes
-        return ChunkWork(read, writes.flush(chunk))
+        return ChunkWork(read, write_changes(self.model, self.queryset.db, changes, chunk))
 
     def preview(self, chunk: Chunk) -> list[PreviewRow]:
         _read, changes = self._scan(chunk, False, limit=PREVIEW_ROWS)
