@@ -510,7 +510,7 @@ class CursorStrategy:
                 f"{connection.vendor}: rows are read with plain keyset queries "
                 "(no server-side cursor)."
             ]
-        if connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
+        if not reading.uses_server_side_cursor(connection):
             return [
                 "DISABLE_SERVER_SIDE_CURSORS is set (pgbouncer in transaction mode?): each chunk "
                 "is read with a plain keyset query instead of a server-side cursor."
