@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from typing import Any
 
 import psycopg
 import pytest
@@ -37,21 +36,9 @@ from tests.run_support import (
     wait_for,
 )
 from tests.testapp.models import Counter
-from tests.transforms import terminate_my_session
+from tests.transforms import other_connection, terminate_my_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def other_connection() -> psycopg.Connection[Any]:
-    settings = connection.settings_dict
-    return psycopg.connect(
-        host=settings["HOST"] or None,
-        port=settings["PORT"] or None,
-        user=settings["USER"] or None,
-        password=settings["PASSWORD"] or None,
-        dbname=settings["NAME"],
-        autocommit=True,
-    )
 
 
 def backend_pid() -> int:

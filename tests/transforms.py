@@ -41,23 +41,30 @@ def count_hit_or_drop_connection(obj: Any) -> None:
     obj.hits += 1
 
 
-def terminate_my_session() -> None:
-    """``pg_terminate_backend`` of Django's connection, from a second connection.
-
-    The next statement on the terminated session fails as after a server restart.
-    """
+def other_connection() -> Any:
+    """A second psycopg connection (autocommit) to the database of Django's connection."""
     import psycopg
     from django.db import connection
 
-    assert connection.connection is not None
-    pid = connection.connection.info.backend_pid
     settings = connection.settings_dict
-    with psycopg.connect(
+    return psycopg.connect(
         host=settings["HOST"] or None,
         port=settings["PORT"] or None,
         user=settings["USER"] or None,
         password=settings["PASSWORD"] or None,
         dbname=settings["NAME"],
         autocommit=True,
-    ) as other:
+    )
+
+
+def terminate_my_session() -> None:
+    """``pg_terminate_backend`` of Django's connection, from a second connection.
+
+    The next statement on the terminated session fails as after a server restart.
+    """
+    from django.db import connection
+
+    assert connection.connection is not None
+    pid = connection.connection.info.backend_pid
+    with other_connection() as other:
         other.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
