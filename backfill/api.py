@@ -43,8 +43,10 @@ def _run(
     clock: Callable[[], float] | None,
     sleep: Callable[[float], None] | float | None,
 ) -> Result:
+    from backfill.observers import attach
     from backfill.runner import Runner
 
+    reporter = attach(reporter)
     if sleep is not None and not callable(sleep):
         # ``sleep=0.5`` (what --sleep passes) is the pause after each chunk, not the injected
         # sleep function that shares its keyword.
@@ -54,13 +56,13 @@ def _run(
     if opts.workers > 1 and not opts.dry_run:
         from backfill.workers import run_parallel
 
-        return run_parallel(strategy, opts, reporter=reporter or events.ignore, stop=stop)
+        return run_parallel(strategy, opts, reporter=reporter, stop=stop)
     kwargs: dict[str, Any] = {}
     if clock is not None:
         kwargs["clock"] = clock
     if sleep is not None:
         kwargs["sleep"] = sleep
-    return Runner(strategy, opts, reporter=reporter or events.ignore, stop=stop, **kwargs).run()
+    return Runner(strategy, opts, reporter=reporter, stop=stop, **kwargs).run()
 
 
 def update(

@@ -35,6 +35,13 @@ DEFAULTS: dict[str, Any] = {
     "LOG_INTERVAL": 10.0,
     # VACUUM the table after each this share of the table rewritten (PostgreSQL); None = never.
     "VACUUM_EVERY": None,
+    # Prometheus metrics of every run when prometheus_client is installed; where
+    # --metrics-port serves them; a Pushgateway ("host:9091") to push them to (None = none).
+    "METRICS": True,
+    "METRICS_ADDRESS": "127.0.0.1",
+    "METRICS_PUSHGATEWAY": None,
+    # OpenTelemetry spans of every run when opentelemetry-api is installed.
+    "TRACING": True,
 }
 
 

@@ -40,6 +40,8 @@ class Waiting:
 
     reason: str
     seconds: float
+    # What kind of wait, for labels and counts: "rate cap", "replica lag", "replica lag unknown".
+    kind: str = "wait"
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class Notice:
 
 @dataclass(frozen=True)
 class Finished:
+    """The call ended: ``result.status`` says how (completed, stopped, paused, failed...)."""
+
     result: Result
 
 
@@ -73,3 +77,14 @@ class Reporter(Protocol):
 
 def ignore(event: Event) -> None:
     """The reporter that reports nothing."""
+
+
+class FanOut:
+    """One reporter that passes every event to several, in order: a bar, metrics, signals."""
+
+    def __init__(self, *reporters: Reporter) -> None:
+        self.reporters = tuple(r for r in reporters if r is not ignore)
+
+    def __call__(self, event: Event) -> None:
+        for reporter in self.reporters:
+            reporter(event)

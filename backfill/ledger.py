@@ -297,6 +297,9 @@ class Ledger:
             "chunks_done": F("chunks_done") + 1,
             "work_seconds": F("work_seconds") + seconds,
             "heartbeat_at": now,
+            # A chunk committed: whatever the run waited for is over.
+            "waiting": "",
+            "waiting_since": None,
         }
         if chunk.id is None:
             chunks.create(
@@ -331,11 +334,32 @@ class Ledger:
             )
             if not state["planned_all"] or pending.exists():
                 return False
-            runs.update(status=Run.Status.COMPLETED, finished_at=timezone.now(), last_error="")
+            runs.update(
+                status=Run.Status.COMPLETED,
+                finished_at=timezone.now(),
+                last_error="",
+                waiting="",
+                waiting_since=None,
+            )
             return True
 
+    def wait(self, run: Run, reason: str) -> None:
+        """Record why the run holds back (replica lag, a rate cap, a retry's backoff).
+
+        Cleared by the next completed chunk, and when the run stops or finishes.
+        """
+        runs = Run.objects.using(self.using).filter(pk=run.pk)
+        # Since when it waits: the start of this spell of waiting, whatever its reasons since.
+        runs.filter(waiting_since__isnull=True).update(waiting_since=timezone.now())
+        runs.update(waiting=reason)
+
     def stop(self, run: Run, status: str, error: str = "") -> None:
-        fields: dict[str, Any] = {"status": status, "heartbeat_at": timezone.now()}
+        fields: dict[str, Any] = {
+            "status": status,
+            "heartbeat_at": timezone.now(),
+            "waiting": "",
+            "waiting_since": None,
+        }
         if error:
             fields["last_error"] = error
         Run.objects.using(self.using).filter(pk=run.pk).update(**fields)

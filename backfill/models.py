@@ -40,6 +40,8 @@ class Run(models.Model):
     chunks_done = models.PositiveIntegerField(default=0)
     work_seconds = models.FloatField(default=0.0)
     last_error = models.TextField(blank=True)
+    waiting = models.TextField(blank=True, help_text="Why the run is holding back now, if it is.")
+    waiting_since = models.DateTimeField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True)
     heartbeat_at = models.DateTimeField(null=True)

@@ -1,9 +1,12 @@
-"""Rendering engine events for people: a tqdm bar on a terminal, log lines elsewhere."""
+"""Rendering engine events: a tqdm bar on a terminal, log lines elsewhere, JSON lines for
+log pipelines."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from backfill import events
@@ -139,3 +142,101 @@ class BarReporter(_Base):
                 self.bar = None
         else:
             self.other(event)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JsonReporter:
+    """One JSON object per line per event, for log pipelines (``--progress json``).
+
+    Every object has ``event`` (``started``, ``chunk_done``, ``waiting``, ``retrying``,
+    ``notice``, ``finished``), ``run`` (the run's name) and ``ts`` (ISO 8601, UTC, with
+    milliseconds), then the event's own fields under the names the README lists. Keys of the
+    table (``lo``, ``hi``, ``checkpoint``) are JSON numbers or strings. These names are a
+    contract: add fields, never rename them.
+    """
+
+    def __init__(self, stream: IO[str], now: Callable[[], datetime] = _utc_now) -> None:
+        self.stream = stream
+        self.now = now
+        self.run = ""
+
+    def __call__(self, event: events.Event) -> None:
+        if isinstance(event, events.Started):
+            self.run = event.name
+        elif isinstance(event, events.Finished):
+            self.run = event.result.name
+        kind, fields = json_fields(event)
+        stamp = self.now().astimezone(UTC).isoformat(timespec="milliseconds")
+        line = {"event": kind, "run": self.run, "ts": stamp.replace("+00:00", "Z"), **fields}
+        self.stream.write(json.dumps(line, default=str) + "\n")
+        self.stream.flush()
+
+
+def json_fields(event: events.Event) -> tuple[str, dict[str, Any]]:
+    """The name of ``event`` and its fields, as ``--progress json`` prints them."""
+    if isinstance(event, events.Started):
+        return "started", {
+            "model": event.model,
+            "strategy": event.strategy,
+            "database": event.database,
+            "estimated_rows": event.estimated_rows,
+            "rows_done": event.rows_done,
+            "resumed": event.resumed,
+            "checkpoint": _key(event.checkpoint),
+        }
+    if isinstance(event, events.ChunkDone):
+        return "chunk_done", {
+            "lo": _key(event.lo),
+            "hi": _key(event.hi),
+            "rows_scanned": event.rows_scanned,
+            "rows_changed": event.rows_changed,
+            "seconds": round(event.seconds, 4),
+            "batch_size": event.batch_size,
+            "total_scanned": event.total_scanned,
+            "total_changed": event.total_changed,
+            "chunks": event.chunks,
+        }
+    if isinstance(event, events.Waiting):
+        return "waiting", {
+            "kind": event.kind,
+            "reason": event.reason,
+            "seconds": round(event.seconds, 3),
+        }
+    if isinstance(event, events.Retrying):
+        return "retrying", {
+            "reason": event.reason,
+            "attempt": event.attempt,
+            "of": event.of,
+            "delay": round(event.delay, 3),
+            "batch_size": event.batch_size,
+            "error": event.error,
+        }
+    if isinstance(event, events.Notice):
+        return "notice", {"message": event.message}
+    result = event.result
+    return "finished", {
+        "status": result.status,
+        "message": result.message,
+        "rows_scanned": result.rows_scanned,
+        "rows_changed": result.rows_changed,
+        "chunks": result.chunks,
+        "elapsed": round(result.elapsed, 3),
+        "rate": round(result.rate, 1),
+        "total_rows_scanned": result.total_rows_scanned,
+        "total_rows_changed": result.total_rows_changed,
+        "total_chunks": result.total_chunks,
+        "checkpoint": _key(result.checkpoint),
+    }
+
+
+def _key(value: Any) -> Any:
+    """A primary key as JSON: numbers and strings as they are, anything else (UUID, date,
+    a composite key's tuple) as text or a list of them."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, tuple | list):
+        return [_key(part) for part in value]
+    return str(value)

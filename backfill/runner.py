@@ -247,7 +247,7 @@ class Runner:
                 ):
                     continue
             except TransformFailed as exc:
-                self._fail(ledger, run, str(exc))
+                self._fail(ledger, run, str(exc), (scanned, changed, chunks), started)
                 raise
             except DatabaseError as exc:
                 reason = database.transient_reason(exc)
@@ -260,7 +260,7 @@ class Runner:
                         f"{str(exc).strip()}. Earlier chunks are committed; re-run the same "
                         "command to resume."
                     )
-                    self._fail(ledger, run, message)
+                    self._fail(ledger, run, message, (scanned, changed, chunks), started)
                     raise ChunkFailed(message) from exc
                 self._recover(ledger, reason, pacer, claim_chunk)
                 delay = min(
@@ -285,6 +285,7 @@ class Runner:
                     retries,
                     pacer.size,
                 )
+                self._quietly(ledger.wait, run, f"retrying after {reason} (attempt {attempt})")
                 self._pause(delay, ledger, run)
                 continue
             attempt = 0
@@ -332,7 +333,8 @@ class Runner:
             delay = 0.0 if done else pacer.delay()
             if delay > 0:
                 if delay >= WAIT_SLICE and opts.max_rate and delay > (opts.sleep or 0.0):
-                    self.report(events.Waiting(f"rate cap {opts.max_rate:g} rows/s", delay))
+                    reason = f"rate cap {opts.max_rate:g} rows/s"
+                    self._waiting(ledger, run, events.Waiting(reason, delay, "rate cap"))
                 self._pause(delay, ledger, run)
         finished = ledger.finish(run)
         elapsed = self.clock() - started
@@ -370,6 +372,11 @@ class Runner:
         if self.options.max_runtime is not None and elapsed >= self.options.max_runtime:
             return f"--max-runtime {self.options.max_runtime:g}s"
         return None
+
+    def _waiting(self, ledger: Ledger, run: Run, event: events.Waiting) -> None:
+        """Say why the run holds back, and record it on the run for the admin."""
+        self.report(event)
+        self._quietly(ledger.wait, run, event.reason)
 
     def _pause(self, seconds: float, ledger: Ledger, run: Run) -> None:
         """Sleep in slices so a signal still stops the run promptly; keep the lease alive."""
@@ -426,7 +433,7 @@ class Runner:
                 waited = True
                 reason = f"cannot read replica lag ({' '.join(str(exc).split())}); waiting"
                 logger.warning(reason)
-                self.report(events.Waiting(reason, 5.0))
+                self._waiting(ledger, run, events.Waiting(reason, 5.0, "replica lag unknown"))
                 self._pause(5.0, ledger, run)
                 continue
             if worst is None or worst[0] <= limit:
@@ -441,7 +448,7 @@ class Runner:
             reason = f"{where} lags {lag:.2f} s > --max-replica-lag {limit:g} s; pausing"
             logger.info(reason)
             waited = True
-            self.report(events.Waiting(reason, wait))
+            self._waiting(ledger, run, events.Waiting(reason, wait, "replica lag"))
             self._pause(wait, ledger, run)
 
     def _recover(self, ledger: Ledger, reason: str, pacer: Pacer, chunk: Chunk | None) -> None:
@@ -513,20 +520,41 @@ class Runner:
                 message,
             )
         except DatabaseError:
-            result = Result(
-                name=self.name,
-                model=self.model._meta.label,
-                strategy=self.strategy.kind,
-                database=self.using,
-                status="stopped",
-                elapsed=elapsed,
-                message=message,
-            )
+            result = self._bare_result("stopped", elapsed, message)
         raise Interrupted(message, result=result) from None
 
-    def _fail(self, ledger: Ledger, run: Run, message: str) -> None:
+    def _bare_result(
+        self, status: str, elapsed: float, message: str, done: tuple[int, int, int] = (0, 0, 0)
+    ) -> Result:
+        """A Result when the ledger cannot be read (the database is away)."""
+        return Result(
+            name=self.name,
+            model=self.model._meta.label,
+            strategy=self.strategy.kind,
+            database=self.using,
+            status=status,
+            rows_scanned=done[0],
+            rows_changed=done[1],
+            chunks=done[2],
+            elapsed=elapsed,
+            message=message,
+        )
+
+    def _fail(
+        self, ledger: Ledger, run: Run, message: str, done: tuple[int, int, int], started: float
+    ) -> None:
+        """Record the failure on the run and report the call's end (the caller raises)."""
         logger.error(message)
         self._quietly(ledger.stop, run, Run.Status.FAILED, message)
+        elapsed = self.clock() - started
+        scanned, changed, chunks = done
+        try:
+            result = self._result(ledger, run, "failed", scanned, changed, chunks, elapsed, message)
+        except DatabaseError:
+            if not self.connection.is_usable():
+                self.connection.close()
+            result = self._bare_result("failed", elapsed, message, done)
+        self.report(events.Finished(result))
 
     def _interrupt(
         self,

@@ -19,7 +19,7 @@ from backfill.exceptions import (
     TransformFailed,
 )
 from backfill.filters import parse_filters
-from backfill.progress import BarReporter, LogReporter, summary_line
+from backfill.progress import BarReporter, JsonReporter, LogReporter, summary_line
 from backfill.result import Result
 from backfill.values import parse_set
 
@@ -137,9 +137,16 @@ class BackfillCommand(BaseCommand):
         )
         parser.add_argument(
             "--progress",
-            choices=["auto", "bar", "log", "none"],
+            choices=["auto", "bar", "log", "json", "none"],
             default="auto",
-            help="auto: a bar on a terminal, log lines otherwise.",
+            help="auto: a bar on a terminal, log lines otherwise; json: one JSON object per "
+            "event and line (on stderr).",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="Serve Prometheus metrics on this port (needs prometheus_client).",
         )
         parser.add_argument(
             "--json",
@@ -237,11 +244,18 @@ class BackfillCommand(BaseCommand):
         }
 
     def reporter(self, options: dict[str, Any]) -> events.Reporter:
+        """What renders the run's events (signals, metrics and spans are added by the API)."""
+        if options.get("metrics_port") is not None:
+            from backfill import metrics
+
+            metrics.serve(options["metrics_port"])
         verbosity = int(options.get("verbosity", 1))
         mode = options["progress"]
         if verbosity == 0 or mode == "none" or options["dry_run"]:
             return events.ignore
         stream: Any = self.stderr._out
+        if mode == "json":
+            return JsonReporter(stream)
         if mode == "auto":
             mode = "bar" if getattr(stream, "isatty", lambda: False)() else "log"
         if mode == "bar":
