@@ -11,7 +11,7 @@ once, so a cron job re-running it does not resume it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +26,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 
-from backfill import status
+from backfill import history, status
 from backfill.models import Run, Worker
 
 CONTROL_PERMISSION = "backfill.control_run"
@@ -105,6 +105,10 @@ RUN_SECTIONS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
         "Progress",
         (
             "progress_bar",
+            "eta",
+            "rate_chart",
+            "waiting_now",
+            "workers_now",
             "estimate",
             "scanned",
             "changed",
@@ -253,6 +257,43 @@ class RunAdmin(admin.ModelAdmin):
     def spec_json(self, run: Run) -> str:
         return json.dumps(run.spec, sort_keys=True)
 
+    @admin.display(description="ETA")
+    def eta(self, run: Run) -> str:
+        pace = self._pace(run)
+        if pace.eta_seconds is None or pace.recent_rate is None:
+            return "-"
+        return (
+            f"{duration(pace.eta_seconds)} at {status.rate(pace.recent_rate)} "
+            f"(the last {history.RECENT_CHUNKS} chunks' pace)"
+        )
+
+    @admin.display(description="rate over time")
+    def rate_chart(self, run: Run) -> SafeString | str:
+        return rate_chart(self._pace(run).samples)
+
+    @admin.display(description="waiting")
+    def waiting_now(self, run: Run) -> str:
+        if not run.waiting:
+            return "-"
+        since = ""
+        if run.waiting_since is not None:
+            since = f" (since {status.ago((timezone.now() - run.waiting_since).total_seconds())})"
+        return run.waiting + since
+
+    @admin.display(description="workers")
+    def workers_now(self, run: Run) -> str:
+        live = self._status(run).live_workers
+        if not live:
+            return "none working"
+        return f"{len(live)} working: " + ", ".join(f"{w.host} (pid {w.pid})" for w in live)
+
+    def _pace(self, run: Run) -> history.Pace:
+        cached: history.Pace | None = getattr(run, "_backfill_pace", None)
+        if cached is None:
+            cached = history.pace(run, run._state.db or "default")
+            run._backfill_pace = cached  # type: ignore[attr-defined]
+        return cached
+
     @admin.display(description="command to resume")
     def resume(self, run: Run) -> SafeString | str:
         command = self._status(run).resume_command
@@ -354,3 +395,67 @@ class RunAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(back)
 
         return view
+
+
+def duration(seconds: float) -> str:
+    """``"45 s"``, ``"12 min"``, ``"3 h 20 min"``, ``"2 d 4 h"``."""
+    seconds = round(seconds)
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+CHART_WIDTH, CHART_HEIGHT = 360, 60
+
+
+def rate_chart(samples: Sequence[history.Sample]) -> SafeString | str:
+    """Rows per second over time as an inline SVG: no script, no library."""
+    if len(samples) < 2:
+        return "not enough chunks yet"
+    top = max(sample.rate for sample in samples) or 1.0
+    step = CHART_WIDTH / (len(samples) - 1)
+    line = " ".join(
+        f"{i * step:.1f},{CHART_HEIGHT - sample.rate / top * (CHART_HEIGHT - 2):.1f}"
+        for i, sample in enumerate(samples)
+    )
+    area = f"0,{CHART_HEIGHT} {line} {CHART_WIDTH},{CHART_HEIGHT}"
+    start = timezone.localtime(samples[0].at).strftime("%H:%M:%S")
+    end = timezone.localtime(samples[-1].at).strftime("%H:%M:%S")
+    peak = status.rate(top)
+    return format_html(
+        '<svg class="backfill-rate-chart" role="img" width="{}" height="{}" viewBox="0 -14 {} {}" '
+        'xmlns="http://www.w3.org/2000/svg" style="font:10px sans-serif;overflow:visible">'
+        "<title>Rows per second from {} to {}, peak {}</title>"
+        '<polygon points="{}" fill="#79aec8" fill-opacity="0.35"/>'
+        '<polyline points="{}" fill="none" stroke="#417690" stroke-width="1.5"/>'
+        '<line x1="0" y1="{}" x2="{}" y2="{}" stroke="#999"/>'
+        '<text x="0" y="-4" fill="#666">{}</text>'
+        '<text x="0" y="{}" fill="#666">{}</text>'
+        '<text x="{}" y="{}" fill="#666" text-anchor="end">{}</text>'
+        "</svg>",
+        CHART_WIDTH,
+        CHART_HEIGHT + 28,
+        CHART_WIDTH,
+        CHART_HEIGHT + 28,
+        start,
+        end,
+        peak,
+        area,
+        line,
+        CHART_HEIGHT,
+        CHART_WIDTH,
+        CHART_HEIGHT,
+        f"peak {peak}",
+        CHART_HEIGHT + 12,
+        start,
+        CHART_WIDTH,
+        CHART_HEIGHT + 12,
+        end,
+    )

@@ -1,7 +1,8 @@
 """The runs admin in a real headless Chromium: log in, open the list, click Pause.
 
 Needs Debian's chromium and chromium-driver (``.ci/run`` installs them); skipped, saying so,
-where they are missing. The screenshot lands in tests/artifacts/admin-runs.png.
+where they are missing. The screenshots land in tests/artifacts/ (admin-runs.png, admin-run.png,
+admin-run-watch.png).
 """
 
 from __future__ import annotations
@@ -141,3 +142,33 @@ def test_staff_pause_a_run_from_the_runs_list(live_server: Any, browser: WebDriv
     assert browser.find_elements(By.XPATH, "//button[text()='Cancel']")
     browser.set_window_size(1600, 1500)
     assert browser.save_screenshot(str(ARTIFACTS / "admin-run.png"))
+
+
+def test_staff_watch_a_run_on_its_page(live_server: Any, browser: WebDriver) -> None:
+    """ETA, the rate chart, why it waits, its workers and the resume command, as rendered."""
+    from tests.test_run_page import make_watched_run
+
+    run = make_watched_run()
+    User.objects.create_superuser("root", password="correct horse")
+    wait = WebDriverWait(browser, 20)
+
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/backfill/run/{run.pk}/change/")
+    browser.find_element(By.NAME, "username").send_keys("root")
+    browser.find_element(By.NAME, "password").send_keys("correct horse")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait.until(expected_conditions.title_contains("View run"))
+
+    page = browser.find_element(By.ID, "content").text
+    assert "12 min at 100 rows/s" in page
+    assert "db-replica-1 lags 4.20 s > --max-replica-lag 2 s; pausing (since" in page
+    assert "2 working: app-1 (pid 4242), app-2 (pid 77)" in page
+    assert "python manage.py backfill_iterate blog.BlogPost --transform normalize_author" in page
+    chart = browser.find_element(By.CSS_SELECTOR, "svg.backfill-rate-chart")
+    # Drawn, not just present: the browser laid the SVG out at its size, with its line.
+    assert chart.size["width"] == 360 and chart.size["height"] > 60
+    assert chart.find_element(By.TAG_NAME, "polyline").size["width"] > 300
+    assert "peak 160 rows/s" in chart.text
+    # Tall enough for the whole page, down to the resume command.
+    browser.set_window_size(1600, 2000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "admin-run-watch.png"))
