@@ -178,7 +178,9 @@ class MetricsReporter:
     def __init__(
         self, pushgateway: str | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.metrics = registered()
+        # Imported and registered at the first event, after the run is claimed: a process
+        # that finds its run busy exits as fast as before.
+        self.metrics: dict[str, Any] = {}
         self.pushgateway = pushgateway
         self.clock = clock
         self.labels: tuple[str, str] = ("", "")
@@ -188,6 +190,7 @@ class MetricsReporter:
         return self.metrics[name].labels(*self.labels, *extra)
 
     def __call__(self, event: events.Event) -> None:
+        self.metrics = self.metrics or registered()
         if isinstance(event, events.Started):
             self.labels = (event.name, event.model)
             if event.estimated_rows is not None:

@@ -29,14 +29,16 @@ class SpanReporter:
     """Turns the engine's events into spans."""
 
     def __init__(self, tracer: Any = None) -> None:
-        from opentelemetry import trace
-
-        self.trace = trace
-        self.tracer = tracer or trace.get_tracer("backfill")
+        self.tracer = tracer
         self.run: Any = None
 
     def __call__(self, event: events.Event) -> None:
         if isinstance(event, events.Started):
+            # Imported at the start of the work, after the run is claimed (a few hundred ms).
+            from opentelemetry import trace
+
+            self.trace = trace
+            self.tracer = self.tracer or trace.get_tracer("backfill")
             self.run = self.tracer.start_span(
                 "backfill.run",
                 attributes={
