@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -29,6 +29,7 @@ from django.utils.safestring import SafeString
 from backfill import history, status
 from backfill.models import Run, Worker
 
+T = TypeVar("T")
 CONTROL_PERMISSION = "backfill.control_run"
 # Runs no process is working: cancelling them takes effect at once.
 IDLE = [Run.Status.PAUSED, Run.Status.STOPPED, Run.Status.FAILED]
@@ -184,11 +185,7 @@ class RunAdmin(admin.ModelAdmin):
 
     def _status(self, run: Run) -> status.RunStatus:
         # One RunStatus per row and request: several columns read it.
-        cached: status.RunStatus | None = getattr(run, "_backfill_status", None)
-        if cached is None:
-            cached = status.describe(run, run._state.db or "default")
-            run._backfill_status = cached  # type: ignore[attr-defined]
-        return cached
+        return _once(run, "_backfill_status", status.describe)
 
     @admin.display(description="status", ordering="status")
     def state(self, run: Run) -> str:
@@ -288,11 +285,7 @@ class RunAdmin(admin.ModelAdmin):
         return f"{len(live)} working: " + ", ".join(f"{w.host} (pid {w.pid})" for w in live)
 
     def _pace(self, run: Run) -> history.Pace:
-        cached: history.Pace | None = getattr(run, "_backfill_pace", None)
-        if cached is None:
-            cached = history.pace(run, run._state.db or "default")
-            run._backfill_pace = cached  # type: ignore[attr-defined]
-        return cached
+        return _once(run, "_backfill_pace", history.pace)
 
     @admin.display(description="command to resume")
     def resume(self, run: Run) -> SafeString | str:
@@ -395,6 +388,15 @@ class RunAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(back)
 
         return view
+
+
+def _once(run: Run, key: str, read: Callable[[Run, str], T]) -> T:
+    """``read(run, its database)``, kept on the run for the rest of the request."""
+    cached: T | None = getattr(run, key, None)
+    if cached is None:
+        cached = read(run, run._state.db or "default")
+        setattr(run, key, cached)
+    return cached
 
 
 def duration(seconds: float) -> str:

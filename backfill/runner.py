@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from django.conf import settings
@@ -600,21 +601,12 @@ class Runner:
     ) -> Result:
         fresh = ledger.refresh(run)
         checkpoint = None if fresh.status == Run.Status.COMPLETED else ledger.checkpoint(fresh)
-        return Result(
-            name=self.name,
-            model=self.model._meta.label,
-            strategy=self.strategy.kind,
-            database=self.using,
-            status=status,
-            rows_scanned=scanned,
-            rows_changed=changed,
-            chunks=chunks,
-            elapsed=elapsed,
+        return replace(
+            self._bare_result(status, elapsed, message, (scanned, changed, chunks)),
             total_rows_scanned=fresh.rows_scanned,
             total_rows_changed=fresh.rows_changed,
             total_chunks=fresh.chunks_done,
             checkpoint=checkpoint,
-            message=message,
         )
 
     # -- dry run ------------------------------------------------------------------------

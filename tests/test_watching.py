@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
@@ -150,6 +152,15 @@ ALL_SIGNALS = {
 }
 
 
+@contextmanager
+def listening(signal: Signal, receiver: Callable[..., None]) -> Iterator[None]:
+    signal.connect(receiver)
+    try:
+        yield
+    finally:
+        signal.disconnect(receiver)
+
+
 @pytest.fixture
 def heard() -> Any:
     """Every lifecycle signal sent during the test: (signal name, sender, kwargs)."""
@@ -191,25 +202,17 @@ def test_signals_of_a_paused_then_stopped_run(heard: list[Any]) -> None:
     def pause_after_first_chunk(sender: Any, run: str, event: Any, **kwargs: Any) -> None:
         Run.objects.filter(name=run).update(requested="pause", requested_by="ops")
 
-    lifecycle.chunk_done.connect(pause_after_first_chunk)
-    try:
-        with pytest.raises(Interrupted):
-            backfill.update(BlogPost.objects.all(), set={"author": "a"}, batch_size=3, name="p")
-    finally:
-        lifecycle.chunk_done.disconnect(pause_after_first_chunk)
+    with listening(lifecycle.chunk_done, pause_after_first_chunk), pytest.raises(Interrupted):
+        backfill.update(BlogPost.objects.all(), set={"author": "a"}, batch_size=3, name="p")
     stop = StopFlag()
 
     def stop_after_a_chunk(sender: Any, **kwargs: Any) -> None:
         stop.set("a test")
 
-    lifecycle.chunk_done.connect(stop_after_a_chunk)
-    try:
-        with pytest.raises(Interrupted):
-            backfill.update(
-                BlogPost.objects.all(), set={"author": "a"}, batch_size=3, name="p", stop=stop
-            )
-    finally:
-        lifecycle.chunk_done.disconnect(stop_after_a_chunk)
+    with listening(lifecycle.chunk_done, stop_after_a_chunk), pytest.raises(Interrupted):
+        backfill.update(
+            BlogPost.objects.all(), set={"author": "a"}, batch_size=3, name="p", stop=stop
+        )
 
     assert [name for name, _, _ in heard] == [
         "started", "chunk_done", "paused", "started", "chunk_done", "stopped",
@@ -226,12 +229,8 @@ def test_signal_of_a_cancelled_run_is_stopped_with_its_status(heard: list[Any]) 
     def cancel(sender: Any, run: str, **kwargs: Any) -> None:
         Run.objects.filter(name=run).update(requested="cancel", requested_by="ops")
 
-    lifecycle.chunk_done.connect(cancel)
-    try:
-        with pytest.raises(Interrupted):
-            backfill.update(BlogPost.objects.all(), set={"author": "a"}, batch_size=3, name="c")
-    finally:
-        lifecycle.chunk_done.disconnect(cancel)
+    with listening(lifecycle.chunk_done, cancel), pytest.raises(Interrupted):
+        backfill.update(BlogPost.objects.all(), set={"author": "a"}, batch_size=3, name="c")
 
     assert [name for name, _, _ in heard] == ["started", "chunk_done", "stopped"]
     assert heard[-1][2]["result"].status == "cancelled"
@@ -245,12 +244,8 @@ def test_signal_of_a_failed_run_and_a_receiver_that_raises(
     def broken(sender: Any, **kwargs: Any) -> None:
         raise RuntimeError("the chat is down")
 
-    lifecycle.run_started.connect(broken)
-    try:
-        with pytest.raises(TransformFailed):
-            backfill.iterate(BlogPost.objects.all(), transform=fail_on_title_5, batch_size=3)
-    finally:
-        lifecycle.run_started.disconnect(broken)
+    with listening(lifecycle.run_started, broken), pytest.raises(TransformFailed):
+        backfill.iterate(BlogPost.objects.all(), transform=fail_on_title_5, batch_size=3)
 
     assert [name for name, _, _ in heard] == ["started", "chunk_done", "failed"]
     result = heard[-1][2]["result"]
