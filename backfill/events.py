@@ -32,6 +32,10 @@ class ChunkDone:
     total_scanned: int
     total_changed: int
     chunks: int
+    # True when it sums what other processes committed (the parent of --workers, about once a
+    # second): ``count`` chunks, and lo/hi/seconds span that interval, not one chunk.
+    summary: bool = False
+    count: int = 1
 
 
 @dataclass(frozen=True)

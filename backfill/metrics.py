@@ -200,8 +200,9 @@ class MetricsReporter:
         elif isinstance(event, events.ChunkDone):
             self._get("backfill_rows_scanned_total").inc(event.rows_scanned)
             self._get("backfill_rows_changed_total").inc(event.rows_changed)
-            self._get("backfill_chunks_total").inc()
-            self._get("backfill_chunk_duration_seconds").observe(event.seconds)
+            self._get("backfill_chunks_total").inc(event.count)
+            if not event.summary:
+                self._get("backfill_chunk_duration_seconds").observe(event.seconds)
             self._get("backfill_batch_size").set(event.batch_size)
             self._get("backfill_run_rows_scanned").set(event.total_scanned)
             self._get("backfill_last_update_timestamp_seconds").set_to_current_time()

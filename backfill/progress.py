@@ -198,6 +198,8 @@ def json_fields(event: events.Event) -> tuple[str, dict[str, Any]]:
             "total_scanned": event.total_scanned,
             "total_changed": event.total_changed,
             "chunks": event.chunks,
+            "summary": event.summary,
+            "count": event.count,
         }
     if isinstance(event, events.Waiting):
         return "waiting", {

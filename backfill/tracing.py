@@ -53,7 +53,17 @@ class SpanReporter:
             return
         if self.run is None:
             return
-        if isinstance(event, events.ChunkDone):
+        if isinstance(event, events.ChunkDone) and event.summary:
+            # The parent of --workers: its workers' chunks, summed; an event, not a chunk span.
+            self.run.add_event(
+                "progress",
+                {
+                    "backfill.chunks": event.count,
+                    "backfill.rows_scanned": event.rows_scanned,
+                    "backfill.rows_changed": event.rows_changed,
+                },
+            )
+        elif isinstance(event, events.ChunkDone):
             self._chunk(
                 "done",
                 event.seconds,

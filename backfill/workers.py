@@ -284,6 +284,8 @@ class ParallelRunner(Runner):
                 scanned,
                 changed,
                 chunks,
+                summary=True,
+                count=chunks - seen[2],
             )
         )
         return scanned, changed, chunks

@@ -33,8 +33,9 @@ from backfill.result import Result
 from backfill.signals import StopFlag
 from example_site.blog.models import BlogPost
 from tests.conftest import MANAGE_PY, SpawnManage, manage_env
-from tests.run_support import SLOW, make_counters, wait_for
-from tests.support import committing, run, seed_posts
+from tests.run_support import FAST, SLOW, make_counters, wait_for
+from tests.support import committing, postgres_only, run, seed_posts
+from tests.testapp.models import Counter
 
 pytestmark = committing
 
@@ -302,6 +303,26 @@ def test_metrics_count_waits_and_retries_by_reason() -> None:
     assert sample("backfill_wait_seconds_total", reason="rate cap", **labels) == 3.5
     assert sample("backfill_retries_total", reason="deadlock", **labels) == 1
     assert sample("backfill_estimated_rows", **labels) == 100
+
+
+@postgres_only
+def test_metrics_and_spans_of_a_run_with_workers_count_every_chunk_once() -> None:
+    make_counters(300)
+    SPANS.clear()
+    labels = {"run": "parallel", "model": "testapp.Counter"}
+
+    result = backfill.iterate(
+        Counter.objects.all(), transform=FAST, batch_size=25, workers=2, name="parallel"
+    )
+
+    assert result.total_chunks == 12
+    assert sample("backfill_chunks_total", **labels) == 12
+    assert sample("backfill_rows_scanned_total", **labels) == 300
+    # The parent sees its workers' chunks summed once a second: no chunk duration to observe.
+    assert not sample("backfill_chunk_duration_seconds_count", **labels)
+    (run_span,) = [s for s in SPANS.get_finished_spans() if s.name == "backfill.run"]
+    summed = [e for e in run_span.events if e.name == "progress"]
+    assert sum((e.attributes or {}).get("backfill.chunks", 0) for e in summed) == 12
 
 
 def free_port() -> int:
