@@ -35,12 +35,12 @@ DEFAULTS: dict[str, Any] = {
     "LOG_INTERVAL": 10.0,
     # VACUUM the table after each this share of the table rewritten (PostgreSQL); None = never.
     "VACUUM_EVERY": None,
-    # Prometheus metrics of every run when prometheus_client is installed; where
-    # --metrics-port serves them; a Pushgateway ("host:9091") to push them to (None = none).
+    # Prometheus metrics of runs in processes that export metrics (see backfill.metrics);
+    # where --metrics-port serves them; a Pushgateway ("host:9091") to push them to.
     "METRICS": True,
     "METRICS_ADDRESS": "127.0.0.1",
     "METRICS_PUSHGATEWAY": None,
-    # OpenTelemetry spans of every run when opentelemetry-api is installed.
+    # OpenTelemetry spans of runs in processes that loaded opentelemetry (backfill.tracing).
     "TRACING": True,
 }
 

@@ -1,8 +1,8 @@
 """Prometheus metrics of runs, with ``prometheus_client`` (optional: ``[prometheus]`` extra).
 
-When ``prometheus_client`` is installed every run updates the metrics below in the process
-that runs it (``BACKFILL["METRICS"] = False`` turns that off); how they reach Prometheus is the
-deployment's choice:
+Every run updates the metrics below in the process that runs it, when that process exports
+metrics (``wanted``; ``BACKFILL["METRICS"] = False`` turns them off); how they reach
+Prometheus is the deployment's choice:
 
 - ``--metrics-port PORT`` on a command serves them over HTTP (``serve``), on
   ``BACKFILL["METRICS_ADDRESS"]`` (default 127.0.0.1), while the command runs;
@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,8 +106,17 @@ METRICS = (
 )
 
 
-def available() -> bool:
-    return importlib.util.find_spec("prometheus_client") is not None
+def wanted() -> bool:
+    """Whether this process exports metrics: it has loaded prometheus_client (an app exposing
+    metrics, ``--metrics-port``), or writes them for another process to export
+    (``PROMETHEUS_MULTIPROC_DIR``) or push (``METRICS_PUSHGATEWAY``). Importing
+    prometheus_client only for metrics nobody reads would slow every run's start."""
+    if not get_setting("METRICS"):
+        return False
+    if sys.modules.get("prometheus_client") is not None:
+        return True
+    exported = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or get_setting("METRICS_PUSHGATEWAY")
+    return bool(exported) and importlib.util.find_spec("prometheus_client") is not None
 
 
 def _client() -> Any:
@@ -178,8 +188,7 @@ class MetricsReporter:
     def __init__(
         self, pushgateway: str | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        # Imported and registered at the first event, after the run is claimed: a process
-        # that finds its run busy exits as fast as before.
+        # Registered at the first event, when the run is claimed.
         self.metrics: dict[str, Any] = {}
         self.pushgateway = pushgateway
         self.clock = clock

@@ -2,8 +2,9 @@
 
 Every run (command, API, migration operation) reports to the reporter its caller chose (a bar,
 log lines, JSON lines, nothing) and to these observers: Django signals (``lifecycle``), and
-Prometheus metrics (``metrics``) and OpenTelemetry spans (``tracing``) when their libraries
-are installed and the settings ``METRICS`` / ``TRACING`` leave them on.
+Prometheus metrics (``metrics``) and OpenTelemetry spans (``tracing``) when the process uses
+them (``metrics.wanted``, ``tracing.wanted``) and the settings ``METRICS`` / ``TRACING`` leave
+them on.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from backfill.lifecycle import LifecycleReporter
 
 def observers() -> list[events.Reporter]:
     found: list[events.Reporter] = [LifecycleReporter()]
-    if get_setting("METRICS") and metrics.available():
+    if metrics.wanted():
         found.append(metrics.MetricsReporter(pushgateway=get_setting("METRICS_PUSHGATEWAY")))
-    if get_setting("TRACING") and tracing.available():
+    if tracing.wanted():
         found.append(tracing.SpanReporter())
     return found
 
