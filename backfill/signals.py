@@ -14,6 +14,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.aborting = False
 
     def set(self, reason: str) -> None:
         if self.reason is None:
@@ -37,7 +38,12 @@ def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
     def handle(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if flag and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            # Once: a third Ctrl-C must not interrupt the rollback and the clean-up that the
+            # second one started.
+            if not flag.aborting:
+                flag.aborting = True
+                raise KeyboardInterrupt
+            return
         flag.set(name)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
