@@ -334,8 +334,8 @@ def parse_expression(model: type[models.Model], text: str, *, raw: str | None = 
     raw = raw if raw is not None else text
     if len(text) > MAX_LENGTH:
         raise BadInput(
-            f"--set-expr {raw[:40]!r}…: the expression is {len(text):,} characters; at most "
-            f"{MAX_LENGTH:,} are allowed."
+            f"--set-expr {raw[:40]!r}…: the expression is too large ({len(text):,} "
+            f"characters; at most {MAX_LENGTH:,})."
         )
     try:
         tree = ast.parse(text.strip(), mode="eval")
@@ -346,15 +346,15 @@ def parse_expression(model: type[models.Model], text: str, *, raw: str | None = 
         ) from None
     except (RecursionError, MemoryError):
         raise BadInput(
-            f"--set-expr {raw[:40]!r}…: the expression is nested too deeply (at most "
-            f"{MAX_DEPTH} levels)."
+            f"--set-expr {raw[:40]!r}…: the expression is too large (nested too deeply; at "
+            f"most {MAX_DEPTH} levels)."
         ) from None
     try:
         return _Builder(model, raw).build(tree.body).expression()
     except RecursionError:
         raise BadInput(
-            f"--set-expr {raw[:40]!r}…: the expression is nested too deeply (at most "
-            f"{MAX_DEPTH} levels)."
+            f"--set-expr {raw[:40]!r}…: the expression is too large (nested too deeply; at "
+            f"most {MAX_DEPTH} levels)."
         ) from None
 
 

@@ -125,6 +125,9 @@ class Runner:
     # -- entry point --------------------------------------------------------------------
 
     def run(self) -> Result:
+        # A server that cannot be reached at all is a setup problem, reported at once; one lost
+        # later (a restart) is waited for (see _retried).
+        self.connection.ensure_connection()
         check_options(self.options)
         check_name(self.name, given=self.options.name is not None)
         check_workers(self.options.workers, self.connection, count_connections=False)
@@ -510,7 +513,8 @@ class Runner:
                 delay = self._backoff(attempt)
                 name = getattr(func, "__name__", "bookkeeping")
                 logger.warning("Retrying %s in %.1f s (%s)", name, delay, reason)
-                self.report(events.Retrying(reason, attempt, retries, delay, 0, one_line(exc)))
+                size = self.options.batch_size or 0
+                self.report(events.Retrying(reason, attempt, retries, delay, size, one_line(exc)))
                 self._sleep(delay)
 
     @staticmethod

@@ -40,7 +40,7 @@ def _number(what: str, value: Any, *, low: float, high: float, low_ok: bool = Fa
             raise BadInput(f"{what} must be {low:g} or more, got {value!r}.")
         raise BadInput(f"{what} must be positive, got {value!r}. Pass a number above 0.")
     if value > high:
-        raise BadInput(f"{what} must be at most {high:,g}, got {value!r}.")
+        raise BadInput(f"{what} must be at most {high:,.0f}, got {value!r}.")
 
 
 def check_options(options: Options) -> None:
@@ -147,6 +147,7 @@ def check_filter(queryset: QuerySet[Any]) -> None:
     model: type[models.Model] = queryset.model
     try:
         with transaction.atomic(using=using):
+            _check_patterns(queryset)
             sample = list(
                 model._base_manager.using(using)
                 .order_by("pk")
@@ -154,7 +155,6 @@ def check_filter(queryset: QuerySet[Any]) -> None:
             )
             bounded = queryset.filter(pk__lte=sample[-1]) if sample else queryset.none()
             list(bounded.order_by().values_list("pk", flat=True)[:1])
-            _check_patterns(queryset)
             transaction.set_rollback(True, using=using)
     except DatabaseError as exc:
         raise BadInput(

@@ -175,6 +175,13 @@ class BackfillCommand(EdgeCommand):
     # -- the shared flow ---------------------------------------------------------------
 
     def handle(self, *args: Any, **options: Any) -> None:
+        stop = getattr(self, "stop", None)
+        if stop:
+            raise CommandError(
+                f"Stopped by {stop.reason} while Django was starting; nothing was started. "
+                "Run the command again.",
+                returncode=Interrupted.exit_code,
+            )
         check_text_options(options)
         check_alias(options["database"])
         model = schema.resolve_model(options["model"])

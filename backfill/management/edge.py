@@ -19,7 +19,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from backfill import database
 from backfill.columns import text_problem
 from backfill.exceptions import BackfillError, BadInput, Interrupted, one_line
-from backfill.signals import StopFlag, stop_on_signals
+from backfill.signals import COMMANDS, EARLY, StopFlag, stop_on_signals
 
 STATUS_BY_CODE = {0: "completed", 1: "failed", 2: "bad input", 3: "stopped", 4: "busy"}
 LEDGER_TABLES = ("backfill_run", "backfill_chunk", "backfill_worker")
@@ -93,7 +93,7 @@ class EdgeCommand(BaseCommand):
         # From the first line of our code to the last, SIGINT/SIGTERM set this flag (which the
         # engine checks between chunks) instead of killing the process mid-way; a second
         # SIGINT raises KeyboardInterrupt once, which execute() turns into exit 3.
-        self.stop = StopFlag()
+        self.stop = EARLY if self.__module__.rpartition(".")[2] in COMMANDS else StopFlag()
         try:
             with stop_on_signals(self.stop):
                 try:
