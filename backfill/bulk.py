@@ -9,6 +9,7 @@ they are.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,14 @@ PASS_THROUGH: dict[type[models.Field], type] = {
     models.TextField: str,
     models.BooleanField: bool,
 }
+
+
+def array_type(field: models.Field, connection: BaseDatabaseWrapper) -> str:
+    """The element type of a column's array parameter: the column's type without a length
+    (``varchar(60)`` becomes ``varchar``), since an explicit cast to ``varchar(60)`` cuts
+    longer text without a word; the assignment to the column then checks the length.
+    """
+    return re.sub(r"^(varchar|character varying)\(\d+\)$", r"\1", field.db_type(connection) or "")
 
 
 def _quoted(text: str) -> str:
@@ -218,7 +227,7 @@ class BulkWriter:
             attname = field.attname
             array, placeholder = self._array(field, [values.get(attname) for _, values in rows])
             arrays.append(array)
-            casts.append(f"{placeholder}::{field.db_type(conn)}[]")
+            casts.append(f"{placeholder}::{array_type(field, conn)}[]")
             names.append(f'"_v{i}"')
         for i, (field, flag) in enumerate(zip(fields, flagged, strict=True)):
             if flag:
@@ -256,7 +265,7 @@ class BulkWriter:
             # VALUES has no column types of its own on PostgreSQL: cast each placeholder.
             types = [
                 table.pk.db_type(self.connection),
-                *(f.db_type(self.connection) for f in fields),
+                *(array_type(f, self.connection) for f in fields),
             ]
             types += ["boolean" for flag in flagged if flag]
             row_sql = "(" + ", ".join(f"%s::{t}" for t in types) + ")"

@@ -8,6 +8,11 @@ if TYPE_CHECKING:
     from backfill.result import Result
 
 
+def one_line(exc: BaseException) -> str:
+    """An error's text on one line (database messages carry DETAIL and HINT lines)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class BackfillError(Exception):
     """Base class of every error backfill raises on purpose."""
 
@@ -41,6 +46,23 @@ class TransformFailed(ChunkFailed):
         super().__init__(message)
         self.pk = pk
         self.error = error
+
+
+class ValueRejected(ChunkFailed):
+    """A new value cannot be stored in its column as given; its chunk was rolled back."""
+
+    def __init__(self, message: str, *, pk: Any, field: str) -> None:
+        super().__init__(message)
+        self.pk = pk
+        self.field = field
+
+
+class RowFailed(ChunkFailed):
+    """The database refused one row of a chunk (a constraint, a value); the chunk rolled back."""
+
+    def __init__(self, message: str, *, pk: Any) -> None:
+        super().__init__(message)
+        self.pk = pk
 
 
 class Interrupted(BackfillError):

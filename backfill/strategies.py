@@ -22,6 +22,7 @@ from django.db.models.sql import UpdateQuery
 from backfill import reading
 from backfill.bulk import BulkWriter, Change
 from backfill.chunks import Chunk
+from backfill.columns import check_changes, check_guards, expression_guards
 from backfill.exceptions import TransformFailed
 from backfill.transforms import Transform
 
@@ -82,7 +83,7 @@ def holds_mutable(field: models.Field) -> bool:
 
 
 def transform_failed(
-    transform: Transform, model: type[models.Model], pk: Any, error: Exception
+    transform: Transform, model: type[models.Model], pk: Any, error: BaseException
 ) -> TransformFailed:
     """The error for a transform that raised on row ``pk`` (its chunk rolls back)."""
     return TransformFailed(
@@ -157,6 +158,7 @@ class UpdateStrategy:
             rhs = value if hasattr(value, "resolve_expression") else self._literal(name, value)
             differs |= Q(IsDistinctFrom(F(name), rhs))
         self.differs = differs
+        self.guards = expression_guards(self.model, self.values)
 
     def _literal(self, name: str, value: Any) -> Value:
         return Value(value, output_field=self.model._meta.get_field(name))
@@ -165,6 +167,8 @@ class UpdateStrategy:
         return self.queryset.filter(key_range(chunk)).filter(self.differs)
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
+        if self.guards:
+            check_guards(self._chunk_qs(chunk), self.guards)
         return ChunkWork(None, self._chunk_qs(chunk).update(**self.values))
 
     def preview(self, chunk: Chunk) -> list[PreviewRow]:
@@ -205,8 +209,12 @@ class UpdateStrategy:
 def write_changes(
     model: type[models.Model], using: str, changes: list[Change], chunk: Chunk
 ) -> int:
-    """Write a chunk's changed rows in bulk (bounded by the chunk's keys); rows written."""
-    return BulkWriter(model, connections[using]).write(changes, chunk.lo, chunk.hi)
+    """Check every new value against its column, then write a chunk's changed rows in bulk
+    (bounded by the chunk's keys); rows written. Raises ValueRejected naming the row.
+    """
+    connection = connections[using]
+    check_changes(model, connection, changes)
+    return BulkWriter(model, connection).write(changes, chunk.lo, chunk.hi)
 
 
 class IterateStrategy:
@@ -312,9 +320,15 @@ class IterateStrategy:
                     width = len(state)
                     if func(obj) is False:
                         continue
+                    if state[pk_attname] != pk:
+                        raise ValueError(
+                            f"it changed the primary key to {state[pk_attname]!r}; chunks are "
+                            "keyed on it, so a backfill never changes it"
+                        )
                     if snapshot(state) == before and len(state) == width:
                         continue
-                    old_values = before if len(loaded) > 1 else (before,)
+                    # itemgetter gives a bare value for one name, a tuple for several or none.
+                    old_values = before if len(loaded) != 1 else (before,)
                     old = {a: v for a, v in zip(loaded, old_values, strict=True) if state[a] != v}
                     new = {a: state[a] for a in old}
                     if len(state) != width:
@@ -328,15 +342,21 @@ class IterateStrategy:
                         changes.append((obj, pk, old, new) if detail else (None, pk, None, new))
                         if limit is not None and len(changes) >= limit:
                             break
-        except (DatabaseError, TransformFailed):
+        except (DatabaseError, TransformFailed, KeyboardInterrupt):
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit and the like too: a transform never ends the process or the run.
             raise transform_failed(self.transform, self.model, pk, exc) from exc
         return read, changes
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
         read, changes = self._scan(chunk, lock, detail=self.save)
         if self.save:
+            check_changes(
+                self.model,
+                connections[self.queryset.db],
+                [(pk, new) for _o, pk, _d, new in changes],
+            )
             for obj, _pk, _old, new in changes:
                 obj.save(update_fields=[self.concrete[a].name for a in new], using=self.queryset.db)
             return ChunkWork(read, len(changes))
@@ -469,9 +489,9 @@ class CursorStrategy:
                         )
                         if limit is not None and len(changes) >= limit:
                             break
-        except (DatabaseError, TransformFailed):
+        except (DatabaseError, TransformFailed, KeyboardInterrupt):
             raise
-        except Exception as exc:
+        except BaseException as exc:
             raise transform_failed(self.transform, self.model, values[0], exc) from exc
         return read, changes
 

@@ -7,9 +7,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connection, models
 
 from backfill import schema
+from backfill.columns import column_check
 from backfill.exceptions import BadInput
 
 TRUE_WORDS = {"true", "yes", "on", "1", "t", "y"}
@@ -65,6 +66,13 @@ def clean_value(field: models.Field, value: Any, *, option: str, raw: str) -> An
             f"{option} {raw!r}: the value is {len(value)} characters but "
             f"{field.model._meta.label}.{field.name} holds at most {field.max_length}. "
             "Pass a shorter value."
+        )
+    # What the column will store, as every written value is checked (backfill.columns).
+    problem = column_check(field, connection)(value)
+    if problem:
+        raise BadInput(
+            f"{option} {raw!r}: the value {problem}, so "
+            f"{field.model._meta.label}.{field.name} cannot hold it as given. Pass another value."
         )
     return value
 
