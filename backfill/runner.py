@@ -354,11 +354,9 @@ class Runner:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _chunk_name(self, chunk: Chunk | None) -> str:
-        if chunk is None:
-            return "A chunk"
-        start = "the start" if chunk.lo is None else f"pk {chunk.lo!r}"
-        return f"The chunk of {self.model._meta.label} after {start} up to pk {chunk.hi!r}"
+    @staticmethod
+    def _chunk_name(chunk: Chunk | None) -> str:
+        return f"Chunk after pk {chunk.lo if chunk else '?'!r}"
 
     def _fail_on_row(
         self, ledger: Ledger, run: Run, chunk: Chunk, error: DatabaseError, lock: bool
