@@ -98,7 +98,7 @@ def test_set_values_are_checked_like_transform_output() -> None:
     with pytest.raises(backfill.BadInput, match="contains a NUL character"):
         backfill.update(BlogPost.objects.all(), set={"author": "a\x00b"})
     # PostgreSQL's IntegerField validators say it first; SQLite's have no such bound.
-    with pytest.raises(backfill.BadInput, match="outside the column's range|less than or equal"):
+    with pytest.raises(backfill.BadInput, match=r"outside the column's range|less than or equal"):
         backfill.update(Counter.objects.all(), set={"hits": 2**40})
     assert not Run.objects.exists()
 
