@@ -74,8 +74,8 @@ def chunk_bounds() -> list[tuple[str | None, str]]:
     return list(Chunk.objects.order_by("id").values_list("lo", "hi"))
 
 
-def assert_chunks_tile(run: Run) -> None:
-    """The chunks cover (start, pk_end] edge to edge, in key-tuple order."""
+def assert_chunks_tile(run: Run, end: tuple[int, int] = (3, 1000)) -> None:
+    """The chunks cover (start, end] edge to edge, in key-tuple order."""
     bounds = sorted(
         (tuple(json.loads(hi)), None if lo is None else tuple(json.loads(lo)))
         for lo, hi in Chunk.objects.filter(run=run).values_list("lo", "hi")
@@ -84,8 +84,8 @@ def assert_chunks_tile(run: Run) -> None:
     for hi, lo in bounds:
         assert lo == previous, f"chunk ({lo}, {hi}] does not start at {previous}"
         previous = hi
-    assert previous == (3, 1000)
-    assert run.pk_end == "[3, 1000]"
+    assert previous == end
+    assert run.pk_end == json.dumps(list(end))
 
 
 def stop_after(chunks: int, flag: StopFlag) -> events.Reporter:
@@ -189,20 +189,11 @@ def test_workers_share_a_run_on_the_key_tuple(command: str) -> None:
     )
 
     assert code == 0, (out, message)
-    wrong = {key: n for key, n in hits().items() if n != 1}
-    assert not wrong
+    assert_every_row_once()
     run = Run.objects.get()
     assert run.parallel
     assert run.rows_changed == 600
-    bounds = sorted(
-        (tuple(json.loads(hi)), None if lo is None else tuple(json.loads(lo)))
-        for lo, hi in Chunk.objects.filter(run=run).values_list("lo", "hi")
-    )
-    previous = None
-    for hi, lo in bounds:
-        assert lo == previous
-        previous = hi
-    assert previous == (4, 300)
+    assert_chunks_tile(run, end=(4, 300))
     assert not Chunk.objects.filter(status=Chunk.Status.PENDING).exists()
 
 
