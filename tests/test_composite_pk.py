@@ -160,13 +160,14 @@ def test_a_stopped_run_resumes_after_its_tuple_checkpoint(strategy: str) -> None
 def test_command_resumes_after_max_runtime() -> None:
     make_items()
     command = (*COMMANDS["cursor"], "--batch-size", "7")
-    slowly = "--sleep"  # 0.4 s after each chunk: --max-runtime 0.5 stops after the second
 
-    code, out, message = call(*command, slowly, "0.4", "--max-runtime", "0.5", "--json")
+    # 0.8 s after each chunk: --max-runtime 1 stops after the second (the first on a slow day).
+    code, out, message = call(*command, "--sleep", "0.8", "--max-runtime", "1", "--json")
 
     assert code == 3, (out, message)
     run = Run.objects.get()
-    checkpoint = tuple(json.loads(run.frontier or "null"))
+    assert run.frontier is not None
+    checkpoint = tuple(json.loads(run.frontier))
     assert checkpoint in [(1, 11), (1, 18), (2, 1)]
     assert json.loads(out)["checkpoint"] == list(checkpoint)
     assert {key for key, n in hits().items() if n} == {k for k in KEYS if k <= checkpoint}
