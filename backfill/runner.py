@@ -714,7 +714,7 @@ class Runner:
             return [], []
         from backfill.strategies import key_range
 
-        qs = self.strategy.queryset.filter(key_range(chunk)).order_by("pk")
+        qs = self.strategy.queryset.filter(key_range(chunk, self.model)).order_by("pk")
         sql, params = qs.query.sql_with_params()
         with self.connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN {sql}", params)
