@@ -72,7 +72,7 @@ STRICT_TYPES: dict[type[models.Field], tuple[type, ...]] = {
 def shown(value: Any, limit: int = 40) -> str:
     """A value as a message quotes it: its repr, cut in the middle of long text."""
     text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 12]}…{text[-10:]} ({len(value)} chars)"
+    return text if len(text) <= limit else f"{text[: limit - 12]}…{text[-10:]}"
 
 
 def text_problem(value: str) -> str | None:
