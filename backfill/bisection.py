@@ -42,7 +42,7 @@ def failing_row(
     model = strategy.queryset.model
     keys = list(
         model._base_manager.using(using)
-        .filter(key_range(chunk))
+        .filter(key_range(chunk, model))
         .order_by("pk")
         .values_list("pk", flat=True)
     )

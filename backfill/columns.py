@@ -45,11 +45,34 @@ FLOAT_MAX = 1.7976931348623157e308
 
 Check = Callable[[Any], "str | None"]
 
+# Exact field classes and the Python types they store without converting: a transform that
+# gives another type (5.5 for an IntegerField, a list for a CharField) would have it changed
+# by the field's conversion (int(5.5) is 5, str([1]) is "[1]"), so it is refused instead.
+# Subclasses (an encrypted or enum field) prepare values their own way and are not listed.
+STRICT_TYPES: dict[type[models.Field], tuple[type, ...]] = {
+    **{kind: (str,) for kind in (models.CharField, models.TextField, models.SlugField)},
+    **{kind: (str,) for kind in (models.EmailField, models.URLField)},
+    **{
+        kind: (int,)
+        for kind in (
+            models.IntegerField,
+            models.BigIntegerField,
+            models.SmallIntegerField,
+            models.PositiveIntegerField,
+            models.PositiveBigIntegerField,
+            models.PositiveSmallIntegerField,
+        )
+    },
+    models.BooleanField: (bool,),
+    models.FloatField: (int, float),
+    models.DecimalField: (Decimal, int),
+}
+
 
 def shown(value: Any, limit: int = 40) -> str:
     """A value as a message quotes it: its repr, cut in the middle of long text."""
     text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 12]}…{text[-10:]} ({len(value)} chars)"
+    return text if len(text) <= limit else f"{text[: limit - 12]}…{text[-10:]}"
 
 
 def text_problem(value: str) -> str | None:
@@ -121,12 +144,21 @@ def column_check(field: models.Field, connection: BaseDatabaseWrapper) -> Check:
     max_length = field.max_length if isinstance(field, models.CharField) else None
     bounds = integer_range(field) if isinstance(field, models.IntegerField) else None
     nullable = field.null
+    strict = STRICT_TYPES.get(type(field))
 
     def check(value: Any) -> str | None:
         if value is None:
             return None if nullable else "is NULL but the column is NOT NULL"
         if hasattr(value, "resolve_expression"):
             return None  # an expression, checked in SQL (see expression_guards)
+        if strict is not None and (
+            not isinstance(value, strict) or (isinstance(value, bool) and bool not in strict)
+        ):
+            wanted = " or ".join(kind.__name__ for kind in strict)
+            return (
+                f"is a {type(value).__name__}, not a {wanted}, and {type(field).__name__} "
+                "would convert it"
+            )
         if isinstance(field, TEXT_TYPES) and isinstance(value, str):
             problem = text_problem(value)
             if problem:

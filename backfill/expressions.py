@@ -17,6 +17,7 @@ from django.core.exceptions import FieldError
 from django.db import DEFAULT_DB_ALIAS, models
 from django.db.models import F, Value, functions
 from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import Cast
 from django.db.models.sql import UpdateQuery
 
 from backfill import schema
@@ -210,11 +211,20 @@ class _Builder:
             raise self.refuse("% takes whole numbers only (PostgreSQL has no float modulo).")
         kinds = {left.kind, right.kind}
         kind = "float" if "float" in kinds else "decimal" if "decimal" in kinds else "int"
-        lhs, rhs = left.expression(), right.expression()
+        lhs, rhs = self.operand(left), self.operand(right)
         value = (
             Division(lhs, symbol, rhs) if symbol in "/%" else CombinedExpression(lhs, symbol, rhs)
         )
         return Node(value, kind, left.nullable or right.nullable)
+
+    @staticmethod
+    def operand(node: Node) -> Any:
+        """A whole-number column in arithmetic is computed in 64 bits on every backend (as
+        SQLite does), not in its column's 32 bits, which overflow on PostgreSQL only.
+        """
+        if node.kind == "int" and not node.literal:
+            return Cast(node.expression(), models.BigIntegerField())
+        return node.expression()
 
     def field_ref(self, name: str) -> Node:
         try:
@@ -331,7 +341,10 @@ class _Builder:
 
 def parse_expression(model: type[models.Model], text: str, *, raw: str | None = None) -> Any:
     """Parse one expression such as ``Concat(F("author"), Value("!"))`` for ``model``."""
-    raw = raw if raw is not None else text
+    return _parse(model, text, raw if raw is not None else text).expression()
+
+
+def _parse(model: type[models.Model], text: str, raw: str) -> Node:
     if len(text) > MAX_LENGTH:
         raise BadInput(
             f"--set-expr {raw[:40]!r}…: the expression is too large ({len(text):,} "
@@ -350,7 +363,7 @@ def parse_expression(model: type[models.Model], text: str, *, raw: str | None = 
             f"most {MAX_DEPTH} levels)."
         ) from None
     try:
-        return _Builder(model, raw).build(tree.body).expression()
+        return _Builder(model, raw).build(tree.body)
     except RecursionError:
         raise BadInput(
             f"--set-expr {raw[:40]!r}…: the expression is too large (nested too deeply; at "
@@ -524,6 +537,14 @@ def parse_set_expr(
     for raw in items:
         name, text = split_assignment(raw, option="--set-expr")
         field = schema.writable_field(model, name, purpose="--set-expr")
-        value = parse_expression(model, text, raw=raw)
-        result[field.name] = _check_type(model, field, value, raw=raw, using=using)
+        node = _parse(model, text, raw)
+        want = field_kind(field)
+        if want in ("int", "decimal") and node.kind in ("float", "decimal") and node.kind != want:
+            raise BadInput(
+                f"--set-expr {raw!r}: the expression gives a {node.kind} number but "
+                f"{model._meta.label}.{field.name} holds {'whole' if want == 'int' else 'decimal'}"
+                " numbers, and backends round or keep the fraction differently. Give an "
+                'expression of whole numbers (e.g. F("views") * 3 / 2).'
+            )
+        result[field.name] = _check_type(model, field, node.expression(), raw=raw, using=using)
     return result

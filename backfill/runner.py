@@ -359,11 +359,9 @@ class Runner:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _chunk_name(self, chunk: Chunk | None) -> str:
-        if chunk is None:
-            return "A chunk"
-        start = "the start" if chunk.lo is None else f"pk {chunk.lo!r}"
-        return f"The chunk of {self.model._meta.label} after {start} up to pk {chunk.hi!r}"
+    @staticmethod
+    def _chunk_name(chunk: Chunk | None) -> str:
+        return f"Chunk after pk {chunk.lo if chunk else '?'!r}"
 
     def _fail_on_row(
         self,
@@ -745,7 +743,7 @@ class Runner:
             return [], []
         from backfill.strategies import key_range
 
-        qs = self.strategy.queryset.filter(key_range(chunk)).order_by("pk")
+        qs = self.strategy.queryset.filter(key_range(chunk, self.model)).order_by("pk")
         sql, params = qs.query.sql_with_params()
         with self.connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN {sql}", params)

@@ -19,7 +19,7 @@ from django.db.models import Expression, F, Func, Q, QuerySet, Value, signals
 from django.db.models.base import ModelState
 from django.db.models.sql import UpdateQuery
 
-from backfill import reading
+from backfill import keys, reading
 from backfill.bulk import BulkWriter, Change
 from backfill.chunks import Chunk
 from backfill.columns import check_changes, check_guards, expression_guards
@@ -94,7 +94,10 @@ def transform_failed(
     )
 
 
-def key_range(chunk: Chunk) -> Q:
+def key_range(chunk: Chunk, model: type[models.Model] | None = None) -> Q:
+    """The rows of ``chunk``; pass the ``model`` of a composite key (see ``keys.range_q``)."""
+    if model is not None and keys.is_composite(model):
+        return keys.range_q(model, chunk.lo, chunk.hi)
     if chunk.lo is None:
         return Q(pk__lte=chunk.hi)
     return Q(pk__gt=chunk.lo, pk__lte=chunk.hi)
@@ -164,7 +167,7 @@ class UpdateStrategy:
         return Value(value, output_field=self.model._meta.get_field(name))
 
     def _chunk_qs(self, chunk: Chunk) -> QuerySet[Any]:
-        return self.queryset.filter(key_range(chunk)).filter(self.differs)
+        return self.queryset.filter(key_range(chunk, self.model)).filter(self.differs)
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
         if self.guards:
@@ -232,7 +235,7 @@ class IterateStrategy:
         self.concrete = {f.attname: f for f in self.model._meta.concrete_fields}
 
     def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
-        qs = self.queryset.filter(key_range(chunk)).order_by("pk")
+        qs = self.queryset.filter(key_range(chunk, self.model)).order_by("pk")
         return qs.select_for_update(no_key=True) if lock else qs
 
     def _plain_model(self) -> bool:
@@ -290,7 +293,8 @@ class IterateStrategy:
         per changed row (``new`` holds the changed attnames only), stopping after ``limit``.
         The hot loop of the iterate strategy.
         """
-        pk_attname = self.model._meta.pk.attname
+        key_of = keys.row_key(self.model)
+        key_attnames = {f.attname for f in keys.key_fields(self.model)}
         func = self.transform.func
         changes: list[tuple[Any, Any, dict[str, Any] | None, dict[str, Any]]] = []
         loaded: list[str] = []
@@ -304,7 +308,9 @@ class IterateStrategy:
                     state = obj.__dict__
                     if not read:
                         deferred = obj.get_deferred_fields()
-                        loaded = [a for a in self.concrete if a not in deferred and a != pk_attname]
+                        loaded = [
+                            a for a in self.concrete if a not in deferred and a not in key_attnames
+                        ]
                         if loaded:
                             snapshot = itemgetter(*loaded)
                         # By type, not by the first row's values: its JSON may be text or null.
@@ -313,16 +319,16 @@ class IterateStrategy:
                             for a in loaded
                         )
                     read += 1
-                    pk = state[pk_attname]
+                    pk = key_of(state)
                     before = snapshot(state)
                     if mutable:
                         before = copy.deepcopy(before)
                     width = len(state)
                     if func(obj) is False:
                         continue
-                    if state[pk_attname] != pk:
+                    if key_of(state) != pk:
                         raise ValueError(
-                            f"it changed the primary key to {state[pk_attname]!r}; chunks are "
+                            f"it changed the primary key to {key_of(state)!r}; chunks are "
                             "keyed on it, so a backfill never changes it"
                         )
                     if snapshot(state) == before and len(state) == width:
@@ -334,7 +340,12 @@ class IterateStrategy:
                     if len(state) != width:
                         # The transform set a deferred field: a change, its old value unknown.
                         for a in self.concrete:
-                            if a in state and a not in loaded and a != pk_attname and a not in new:
+                            if (
+                                a in state
+                                and a not in loaded
+                                and a not in key_attnames
+                                and a not in new
+                            ):
                                 new[a] = state[a]
                                 old[a] = "(not loaded)"
                     if new:
@@ -417,13 +428,14 @@ class CursorStrategy:
         # What a transform may return, by name or attname: the column it writes and where
         # the row holds its old value (None when the column was not read).
         self.slots: dict[str, tuple[str, int | None]] = {}
+        key_fields = keys.key_fields(self.model)
         for f in opts.concrete_fields:
-            if not f.primary_key:
+            if not f.primary_key and f not in key_fields:
                 slot = (f.attname, positions.get(f.attname))
                 self.slots[f.name] = self.slots[f.attname] = slot
 
     def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
-        qs = self.queryset.filter(key_range(chunk)).order_by("pk")
+        qs = self.queryset.filter(key_range(chunk, self.model)).order_by("pk")
         if lock:
             # NO KEY: the key never changes, so inserts referencing these rows are not blocked.
             qs = qs.select_for_update(no_key=True)
@@ -442,6 +454,10 @@ class CursorStrategy:
             rows: Iterator[Sequence[Any]] = itertools.chain.from_iterable(batches)
             if converters:
                 rows = compiler.apply_converters(rows, converters)
+            width = len(keys.key_fields(self.model))
+            if width > 1:
+                # "pk" of a composite key selects its columns: hand the transform their tuple.
+                rows = ((tuple(row[:width]), *row[width:]) for row in rows)
             yield rows
 
     def _scan(

@@ -156,7 +156,7 @@ def check_filter(queryset: QuerySet[Any]) -> None:
             bounded = queryset.filter(pk__lte=sample[-1]) if sample else queryset.none()
             list(bounded.order_by().values_list("pk", flat=True)[:1])
             transaction.set_rollback(True, using=using)
-    except DatabaseError as exc:
+    except (DatabaseError, OverflowError, ValueError, TypeError) as exc:
         raise BadInput(
             f"The filter is refused by database {using!r}: {one_line(exc)}. Fix the "
             "--filter/--exclude value."

@@ -97,7 +97,8 @@ def test_set_values_are_checked_like_transform_output() -> None:
     seed_posts(2)
     with pytest.raises(backfill.BadInput, match="contains a NUL character"):
         backfill.update(BlogPost.objects.all(), set={"author": "a\x00b"})
-    with pytest.raises(backfill.BadInput, match="is outside the column's range"):
+    # PostgreSQL's IntegerField validators say it first; SQLite's have no such bound.
+    with pytest.raises(backfill.BadInput, match=r"outside the column's range|less than or equal"):
         backfill.update(Counter.objects.all(), set={"hits": 2**40})
     assert not Run.objects.exists()
 

@@ -115,3 +115,15 @@ def move_primary_key(obj: Any) -> None:
 
 def same_code(obj: Any) -> None:
     obj.code = "same"
+
+
+# The value the property tests (tests/test_properties.py) make a transform return.
+GENERATED: Any = None
+
+
+def generated_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"author": GENERATED}
+
+
+def generated_instance(obj: Any) -> None:
+    obj.author = GENERATED

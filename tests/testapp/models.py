@@ -109,3 +109,16 @@ class Ticket(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+
+class TenantItem(models.Model):
+    """A composite primary key (tenant_id, id): keyset order is tuple order, not id order."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "id")
+    tenant_id = models.IntegerField()
+    id = models.IntegerField()
+    name = models.CharField(max_length=50)
+    hits = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"TenantItem {self.tenant_id}/{self.id}"
