@@ -7,6 +7,8 @@ from django.db import models
 
 class Run(models.Model):
     class Status(models.TextChoices):
+        # Recorded by a deferred RunBackfill; worked later by backfill_pending.
+        PENDING = "pending", "pending"
         RUNNING = "running", "running"
         PAUSED = "paused", "paused"
         STOPPED = "stopped", "stopped"
@@ -23,6 +25,14 @@ class Run(models.Model):
     strategy = models.CharField(max_length=20)
     model_label = models.CharField(max_length=200)
     spec = models.JSONField(default=dict, help_text="What the run does: transform, filters.")
+    recipe = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The backfill as data (RunBackfill with defer=): rebuilt to work and verify it.",
+    )
+    deferred = models.BooleanField(
+        default=False, help_text="Recorded by a migration to be worked after deploy."
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
     requested = models.CharField(
         max_length=10, choices=Request.choices, default=Request.NONE, blank=True

@@ -138,6 +138,10 @@ def resume_command(run: Run, using: str = DEFAULT_DB_ALIAS) -> str | None:
     """
     if run.status == Run.Status.COMPLETED:
         return None
+    if run.deferred:
+        from backfill.deferred import pending_command
+
+        return pending_command(run.name, using)
     spec = run.spec or {}
     args: list[str] = ["python", "manage.py", f"backfill_{run.strategy}", run.model_label]
     values = spec.get("set")
