@@ -24,7 +24,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from backfill import recipes
 from backfill.database import check_alias, table_rows
 from backfill.exceptions import BadInput
-from backfill.models import Run
+from backfill.models import Run, RunRecipe
 from backfill.result import Result
 
 MYSQL_ESTIMATE_SQL = (
@@ -75,21 +75,26 @@ def record(
                 "status": Run.Status.PENDING,
                 "strategy": recipe["strategy"],
                 "model_label": recipe["model"],
-                "recipe": dict(recipe),
-                "deferred": True,
                 "estimated_rows": estimated_rows,
             },
         )
-        if not created and run.recipe is None:
-            run.recipe = dict(recipe)
-            run.deferred = True
-            run.save(using=using, update_fields=["recipe", "deferred"])
+        kept = RunRecipe.objects.using(using)
+        if created:
+            # A recipe left by a deleted run of the same name describes nothing any more.
+            kept.update_or_create(name=name, defaults={"recipe": dict(recipe), "deferred": True})
+        else:
+            kept.get_or_create(name=name, defaults={"recipe": dict(recipe), "deferred": True})
     return run, created
 
 
 def attach(name: str, recipe: Mapping[str, Any], *, using: str) -> None:
     """Keep the recipe of a run worked inline, so it can be verified like a deferred one."""
-    Run.objects.using(using).filter(name=name, recipe__isnull=True).update(recipe=dict(recipe))
+    if Run.objects.using(using).filter(name=name).exists():
+        RunRecipe.objects.using(using).get_or_create(name=name, defaults={"recipe": dict(recipe)})
+
+
+def recipe_of(name: str, using: str = DEFAULT_DB_ALIAS) -> RunRecipe | None:
+    return RunRecipe.objects.using(using).filter(name=name).first()
 
 
 def pending_runs(using: str = DEFAULT_DB_ALIAS, names: Iterable[str] = ()) -> list[Run]:
@@ -98,7 +103,8 @@ def pending_runs(using: str = DEFAULT_DB_ALIAS, names: Iterable[str] = ()) -> li
     Raises BadInput for a name that is not a deferred run.
     """
     check_alias(using)
-    runs = Run.objects.using(using).filter(deferred=True)
+    deferred_names = RunRecipe.objects.using(using).filter(deferred=True).values("name")
+    runs = Run.objects.using(using).filter(name__in=deferred_names)
     wanted = list(names)
     if wanted:
         found = set(runs.filter(name__in=wanted).values_list("name", flat=True))
@@ -144,8 +150,9 @@ def work_pending(
         extra = dict(options)
         if left is not None:
             extra["max_runtime"] = max(left, 1e-9)
-        assert run.recipe is not None
-        result = recipes.run(run.recipe, name=run.name, using=using, **extra)
+        stored = recipe_of(run.name, using)
+        assert stored is not None
+        result = recipes.run(stored.recipe, name=run.name, using=using, **extra)
         results.append(result)
         if on_result is not None:
             on_result(result)
@@ -162,13 +169,14 @@ def find_recipe(name: str, using: str = DEFAULT_DB_ALIAS) -> tuple[Run | None, d
     check_alias(using)
     run = Run.objects.using(using).filter(name=name).first()
     if run is not None:
-        if run.recipe is None:
+        stored = recipe_of(name, using)
+        if stored is None:
             raise BadInput(
                 f"Run {name!r} has no recipe to rebuild it from: it was started by a command or "
                 "by RunBackfill without defer=. Only runs of RunBackfill(defer=True or 'auto') "
                 "can be verified and required."
             )
-        return run, dict(run.recipe)
+        return run, dict(stored.recipe)
     recipe = declared_recipe(name, using)
     if recipe is None:
         from backfill.status import get_run

@@ -25,14 +25,6 @@ class Run(models.Model):
     strategy = models.CharField(max_length=20)
     model_label = models.CharField(max_length=200)
     spec = models.JSONField(default=dict, help_text="What the run does: transform, filters.")
-    recipe = models.JSONField(
-        null=True,
-        blank=True,
-        help_text="The backfill as data (RunBackfill with defer=): rebuilt to work and verify it.",
-    )
-    deferred = models.BooleanField(
-        default=False, help_text="Recorded by a migration to be worked after deploy."
-    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
     requested = models.CharField(
         max_length=10, choices=Request.choices, default=Request.NONE, blank=True
@@ -77,6 +69,25 @@ class Run(models.Model):
         if not self.work_seconds:
             return None
         return self.rows_scanned / self.work_seconds
+
+
+class RunRecipe(models.Model):
+    """A run's backfill as data (``backfill.recipes``), kept by ``RunBackfill(defer=...)``.
+
+    Keyed by the run's name, not a foreign key: the ledger's own queries and deletes never
+    touch this table, so a data migration depending only on backfill's first migration still
+    runs before this table exists.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    recipe = models.JSONField(help_text="Rebuilt to work the run and to verify it.")
+    deferred = models.BooleanField(
+        default=False, help_text="Recorded by a migration to be worked after deploy."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Chunk(models.Model):
