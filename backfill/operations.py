@@ -415,10 +415,11 @@ class RunBackfill(Operation):
                 f"{database.describe(alias)}). Work it after deploy with: "
                 f"{deferred.pending_command(name, alias)}"
             )
-        logger.info(message)
         if self.progress != "none":
             self._say("")
             self._say(message)
+        else:
+            logger.info(message)
 
     def _owner(self) -> tuple[Migration | None, int]:
         """The migration applying this operation, and the operation's index in it.
