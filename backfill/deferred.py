@@ -50,11 +50,15 @@ def estimated_rows(connection: BaseDatabaseWrapper, model: type[models.Model]) -
     return table_rows(connection, model, exact=connection.vendor != "postgresql")
 
 
-def pending_command(name: str, using: str = DEFAULT_DB_ALIAS, *, sweep: bool = False) -> str:
-    """The command line that works (or sweeps) run ``name``."""
+def pending_command(
+    name: str, using: str = DEFAULT_DB_ALIAS, *, sweep: bool = False, restart: bool = False
+) -> str:
+    """The command line that works (or sweeps, or restarts) run ``name``."""
     args = ["python", "manage.py", "backfill_pending", name]
     if sweep:
         args.append("--sweep")
+    if restart:
+        args.append("--restart")
     if using != DEFAULT_DB_ALIAS:
         args += ["--database", using]
     return shlex.join(args)
@@ -97,10 +101,13 @@ def recipe_of(name: str, using: str = DEFAULT_DB_ALIAS) -> RunRecipe | None:
     return RunRecipe.objects.using(using).filter(name=name).first()
 
 
-def pending_runs(using: str = DEFAULT_DB_ALIAS, names: Iterable[str] = ()) -> list[Run]:
+def pending_runs(
+    using: str = DEFAULT_DB_ALIAS, names: Iterable[str] = (), *, restart: bool = False
+) -> list[Run]:
     """Deferred runs not completed or cancelled, oldest first; only ``names`` when given.
 
-    Raises BadInput for a name that is not a deferred run.
+    With ``restart`` the named runs are returned whatever their status. Raises BadInput for a
+    name that is not a deferred run, or ``restart`` without names.
     """
     check_alias(using)
     deferred_names = RunRecipe.objects.using(using).filter(deferred=True).values("name")
@@ -119,6 +126,13 @@ def pending_runs(using: str = DEFAULT_DB_ALIAS, names: Iterable[str] = ()) -> li
                     "shown by: python manage.py backfill_runs NAME"
                 )
         runs = runs.filter(name__in=wanted)
+    elif restart:
+        raise BadInput(
+            "Restarting runs needs their names, e.g. backfill_pending 'blog: BlogPost.status' "
+            "--restart: every other pending run resumes without it."
+        )
+    if restart:
+        return list(runs.order_by("created_at", "id"))
     return list(
         runs.exclude(status__in=[Run.Status.COMPLETED, Run.Status.CANCELLED]).order_by(
             "created_at", "id"
@@ -131,6 +145,7 @@ def work_pending(
     *,
     using: str = DEFAULT_DB_ALIAS,
     max_runtime: float | None = None,
+    restart: bool = False,
     on_result: Callable[[Result], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     **options: Any,
@@ -138,14 +153,17 @@ def work_pending(
     """Work every pending deferred run (or those in ``names``), oldest first, one at a time.
 
     Each run is rebuilt from its recipe against the current model and worked to completion;
-    ``max_runtime`` bounds the whole call. ``options`` (``reporter``, ``stop``…) go to each
+    ``max_runtime`` bounds the whole call; ``restart`` starts the named runs over (a cancelled
+    or completed run too). ``options`` (``reporter``, ``stop``…) go to each
     run. Returns the results, also passed to ``on_result`` as each run ends. Stops at the first
     run that does not complete, raising what ``backfill.update/iterate/cursor`` raise
     (``Interrupted``, ``ChunkFailed``, ``RunBusy``, ``BadInput``); the next call resumes it.
     """
     started = clock()
     results: list[Result] = []
-    for run in pending_runs(using, names):
+    if restart:
+        options["restart"] = True
+    for run in pending_runs(using, names, restart=restart):
         left = None if max_runtime is None else max_runtime - (clock() - started)
         extra = dict(options)
         if left is not None:

@@ -52,7 +52,9 @@ def check(name: str, using: str) -> str:
         raise BackfillIncomplete(
             f"Backfill run {name!r} is {info.state}, not completed: {percent(info.progress)} "
             f"({info.rows_scanned:,} of {estimate} rows scanned, {info.chunks_done:,} chunks)."
-            f"{error} Finish it with: {pending_command(name, using)} — then run migrate again."
+            f"{error} Finish it with: "
+            f"{pending_command(name, using, restart=run.status == Run.Status.CANCELLED)} — "
+            "then run migrate again."
         )
     found = verify(name, using=using)
     if not found.ok:

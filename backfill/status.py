@@ -144,7 +144,7 @@ def resume_command(run: Run, using: str = DEFAULT_DB_ALIAS) -> str | None:
     if getattr(run, "deferred_run", False):
         from backfill.deferred import pending_command
 
-        return pending_command(run.name, using)
+        return pending_command(run.name, using, restart=run.status == Run.Status.CANCELLED)
     spec = run.spec or {}
     args: list[str] = ["python", "manage.py", f"backfill_{run.strategy}", run.model_label]
     values = spec.get("set")

@@ -25,6 +25,7 @@ from django.db.models.functions import Concat, Upper
 from django.test import override_settings
 
 from backfill import deferred, recipes
+from backfill.admin import request_cancel
 from backfill.models import Run, RunRecipe
 from backfill.operations import RequireBackfill, RunBackfill
 from backfill.verify import verify
@@ -189,6 +190,31 @@ def test_contract_app_path_and_concurrent_inserts(at_0002: None) -> None:
     assert applied("contractapp", "0004_article_slug_not_null")
     assert not null_ok("contractapp_article", "slug")
     assert slugs()[-3:] == ["article-100", "article-101", "article-102"]
+
+
+def test_a_cancelled_pending_run_is_restarted_by_name(at_0002: None) -> None:
+    add_articles(4)
+    with pytest.raises(CommandError, match="is pending"):
+        migrate("contractapp")
+
+    assert request_cancel(Run.objects.filter(name=SLUG), "ops") == 1
+    nothing = run("backfill_pending")
+    with pytest.raises(CommandError) as held:
+        migrate("contractapp")
+    everything = run("backfill_pending", "--restart")
+    restarted = run("backfill_pending", SLUG, "--restart")
+
+    assert nothing.stdout == "No pending backfill runs.\n"
+    assert "is cancelled, not completed" in str(held.value)
+    assert str(held.value).endswith(
+        "Finish it with: python manage.py backfill_pending 'contractapp: slug' --restart — "
+        "then run migrate again."
+    )
+    assert everything.returncode == 2
+    assert restarted.returncode == 0, restarted
+    assert slugs() == [f"article-{i:03d}" for i in range(4)]
+    migrate("contractapp")
+    assert not null_ok("contractapp_article", "slug")
 
 
 def test_a_fresh_database_records_no_run_and_the_requirement_holds(at_0002: None) -> None:

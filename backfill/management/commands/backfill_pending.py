@@ -28,6 +28,11 @@ class Command(BaseCommand):
             help="Re-work only the rows of each NAME that backfill_verify still finds.",
         )
         parser.add_argument(
+            "--restart",
+            action="store_true",
+            help="Start each NAME over from the beginning (also a cancelled or completed run).",
+        )
+        parser.add_argument(
             "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
         )
         parser.add_argument(
@@ -65,7 +70,12 @@ class Command(BaseCommand):
                 for name in options["names"]:
                     done.append(deferred.sweep(name, **common))
             else:
-                deferred.work_pending(options["names"], on_result=done.append, **common)
+                deferred.work_pending(
+                    options["names"],
+                    restart=options["restart"],
+                    on_result=done.append,
+                    **common,
+                )
         except BackfillError as exc:
             result = exc.result if isinstance(exc, Interrupted) else None
             self.render(done, options, error=str(exc), stopped=result)
