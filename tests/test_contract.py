@@ -388,7 +388,13 @@ def test_deconstruct_round_trips_the_new_arguments() -> None:
 def test_backfill_pending_with_nothing_pending() -> None:
     assert run("backfill_pending").stdout == "No pending backfill runs.\n"
     outcome = run("backfill_pending", "--json")
-    assert json.loads(outcome.stdout) == {"status": "completed", "runs": [], "error": ""}
+    assert json.loads(outcome.stdout) == {
+        "status": "completed",
+        "exit_code": 0,
+        "message": "0 pending run(s) worked.",
+        "runs": [],
+        "error": "",
+    }
 
 
 @pytest.mark.django_db(transaction=True)

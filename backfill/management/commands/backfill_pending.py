@@ -1,19 +1,19 @@
 from __future__ import annotations
 
-import json
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS
 
 from backfill import deferred
 from backfill.exceptions import BackfillError, BadInput, Interrupted
+from backfill.management.edge import EdgeCommand
 from backfill.progress import reporter_for, summary_line
 from backfill.result import Result
 
 
-class Command(BaseCommand):
+class Command(EdgeCommand):
     help = (
         "Work the backfill runs that migrations deferred (RunBackfill(defer=...)), oldest first, "
         "each to completion; re-run to resume. --sweep NAME re-works the rows verification "
@@ -78,7 +78,7 @@ class Command(BaseCommand):
                 )
         except BackfillError as exc:
             result = exc.result if isinstance(exc, Interrupted) else None
-            self.render(done, options, error=str(exc), stopped=result)
+            self.render(done, options, error=str(exc), stopped=result, code=exc.exit_code)
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
         self.render(done, options)
 
@@ -89,12 +89,21 @@ class Command(BaseCommand):
         *,
         error: str = "",
         stopped: Result | None = None,
+        code: int = 0,
     ) -> None:
         runs = [*done, *([stopped] if stopped is not None else [])]
         if options["json"]:
             status = "completed" if not error else (stopped.status if stopped else "failed")
-            payload = {"status": status, "runs": [r.as_dict() for r in runs], "error": error}
-            self.stdout.write(json.dumps(payload, default=str))
+            message = error or f"{len(runs)} pending run(s) worked."
+            self.write_json(
+                {
+                    "status": status,
+                    "exit_code": code,
+                    "message": message,
+                    "runs": [r.as_dict() for r in runs],
+                    "error": error,
+                }
+            )
             return
         if int(options["verbosity"]) == 0:
             return

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import json
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS
 
 from backfill import recipes, verify
@@ -12,9 +11,10 @@ from backfill.database import check_alias
 from backfill.deferred import find_recipe
 from backfill.exceptions import BackfillError, BadInput
 from backfill.filters import parse_filters
+from backfill.management.edge import EdgeCommand
 
 
-class Command(BaseCommand):
+class Command(EdgeCommand):
     help = (
         "Count the rows of a deferred run that still need its change, chunk by chunk over the "
         "primary key. Exit 0 when none, 1 otherwise."
@@ -60,10 +60,25 @@ class Command(BaseCommand):
             found = verify.verify(name, using=using, needs=needs, batch_size=options["batch_size"])
         except BackfillError as exc:
             if options["json"]:
-                self.stdout.write(json.dumps({"name": name, "ok": False, "error": str(exc)}))
+                self.write_json(
+                    {
+                        **self.error_object(exc.exit_code, str(exc)),
+                        "name": name,
+                        "ok": False,
+                        "error": str(exc),
+                    }
+                )
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
         if options["json"]:
-            self.stdout.write(json.dumps(found.as_dict(), default=str))
+            code = 0 if found.ok else 1
+            self.write_json(
+                {
+                    "status": "completed" if found.ok else "failed",
+                    "exit_code": code,
+                    "message": f"{found.remaining} row(s) left to backfill",
+                    **found.as_dict(),
+                }
+            )
         elif int(options["verbosity"]) > 0:
             where = f"{found.model} ({found.condition}), {found.ranges:,} ranges"
             if found.ok:
