@@ -79,3 +79,9 @@ class RunBusy(BackfillError):
     """Another live process holds this run."""
 
     exit_code = 4
+
+
+class BackfillIncomplete(BackfillError):
+    """A required run is not completed, or verification still finds rows needing its change."""
+
+    exit_code = 1

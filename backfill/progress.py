@@ -144,6 +144,22 @@ class BarReporter(_Base):
             self.other(event)
 
 
+def reporter_for(stream: IO[str], mode: str, verbosity: int = 1) -> events.Reporter:
+    """The reporter for ``--progress MODE``: ``auto`` is a bar on a terminal, else log lines;
+    ``json`` is JSON lines."""
+    if verbosity == 0 or mode == "none":
+        return events.ignore
+    if mode == "json":
+        return JsonReporter(stream)
+    if mode == "auto":
+        mode = "bar" if getattr(stream, "isatty", lambda: False)() else "log"
+    if mode == "bar":
+        return BarReporter(stream, verbosity)
+    from backfill.conf import get_setting
+
+    return LogReporter(stream, verbosity, interval=float(get_setting("LOG_INTERVAL")))
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -13,7 +13,7 @@ from backfill.database import check_alias
 from backfill.exceptions import BadInput, Interrupted, TransformFailed, ValueRejected
 from backfill.filters import parse_filters
 from backfill.management.edge import EdgeCommand, check_text_options
-from backfill.progress import BarReporter, JsonReporter, LogReporter, summary_line
+from backfill.progress import reporter_for, summary_line
 from backfill.result import Result
 from backfill.values import parse_set
 
@@ -240,20 +240,10 @@ class BackfillCommand(EdgeCommand):
             from backfill import metrics
 
             metrics.serve(options["metrics_port"])
-        verbosity = int(options.get("verbosity", 1))
-        mode = options["progress"]
-        if verbosity == 0 or mode == "none" or options["dry_run"]:
+        if options["dry_run"]:
             return events.ignore
         stream: Any = self.stderr._out
-        if mode == "json":
-            return JsonReporter(stream)
-        if mode == "auto":
-            mode = "bar" if getattr(stream, "isatty", lambda: False)() else "log"
-        if mode == "bar":
-            return BarReporter(stream, verbosity)
-        from backfill.conf import get_setting
-
-        return LogReporter(stream, verbosity, interval=float(get_setting("LOG_INTERVAL")))
+        return reporter_for(stream, options["progress"], int(options.get("verbosity", 1)))
 
     # -- output ------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("backfill", "0001_initial"),
+        ("backfill", "0002_run_pending_recipe"),
     ]
 
     operations = [
