@@ -27,7 +27,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 
 from backfill import history, status
-from backfill.models import Run, Worker
+from backfill.models import Run, RunWait, Worker
 
 T = TypeVar("T")
 CONTROL_PERMISSION = "backfill.control_run"
@@ -270,12 +270,12 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="waiting")
     def waiting_now(self, run: Run) -> str:
-        if not run.waiting:
+        if run.status != Run.Status.RUNNING:
             return "-"
-        since = ""
-        if run.waiting_since is not None:
-            since = f" (since {status.ago((timezone.now() - run.waiting_since).total_seconds())})"
-        return run.waiting + since
+        wait = RunWait.objects.using(run._state.db).filter(name=run.name).first()
+        if wait is None:
+            return "-"
+        return f"{wait.reason} (since {status.ago((timezone.now() - wait.since).total_seconds())})"
 
     @admin.display(description="workers")
     def workers_now(self, run: Run) -> str:

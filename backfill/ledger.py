@@ -23,7 +23,7 @@ from backfill.chunks import Chunk, KeyPlanner
 from backfill.database import table_rows
 from backfill.exceptions import BadInput, RunBusy
 from backfill.models import Chunk as ChunkRow
-from backfill.models import Run, Worker
+from backfill.models import Run, RunWait, Worker
 from backfill.strategies import ChunkWork
 
 
@@ -67,6 +67,7 @@ class Ledger:
         self.host, self.pid = identity()
         self.worker_name = f"{self.host}:{self.pid}"
         self.no_pending = False
+        self.waited = False
 
     def _key(self, value: Any) -> str:
         """An upper chunk bound as stored: never None, a chunk always ends at a key."""
@@ -184,6 +185,7 @@ class Ledger:
 
     def leave(self, run: Run) -> None:
         Worker.objects.using(self.using).filter(run=run, host=self.host, pid=self.pid).delete()
+        self.clear_wait(run)
 
     def heartbeat(self, run: Run) -> None:
         now = timezone.now()
@@ -299,9 +301,6 @@ class Ledger:
             "chunks_done": F("chunks_done") + 1,
             "work_seconds": F("work_seconds") + seconds,
             "heartbeat_at": now,
-            # A chunk committed: whatever the run waited for is over.
-            "waiting": "",
-            "waiting_since": None,
         }
         if chunk.id is None:
             chunks.create(
@@ -336,32 +335,30 @@ class Ledger:
             )
             if not state["planned_all"] or pending.exists():
                 return False
-            runs.update(
-                status=Run.Status.COMPLETED,
-                finished_at=timezone.now(),
-                last_error="",
-                waiting="",
-                waiting_since=None,
-            )
+            runs.update(status=Run.Status.COMPLETED, finished_at=timezone.now(), last_error="")
             return True
 
     def wait(self, run: Run, reason: str) -> None:
         """Record why the run holds back (replica lag, a rate cap, a retry's backoff).
 
-        Cleared by the next completed chunk, and when the run stops or finishes.
+        ``since`` stays at the start of this spell of waiting, whatever its reasons since.
+        ``clear_wait`` removes it once this process goes on.
         """
-        runs = Run.objects.using(self.using).filter(pk=run.pk)
-        # Since when it waits: the start of this spell of waiting, whatever its reasons since.
-        runs.filter(waiting_since__isnull=True).update(waiting_since=timezone.now())
-        runs.update(waiting=reason)
+        RunWait.objects.using(self.using).update_or_create(
+            name=run.name,
+            defaults={"reason": reason},
+            create_defaults={"reason": reason, "since": timezone.now()},
+        )
+        self.waited = True
+
+    def clear_wait(self, run: Run) -> None:
+        """The wait this process recorded is over (a chunk committed, or it leaves the run)."""
+        if self.waited:
+            RunWait.objects.using(self.using).filter(name=run.name).delete()
+            self.waited = False
 
     def stop(self, run: Run, status: str, error: str = "") -> None:
-        fields: dict[str, Any] = {
-            "status": status,
-            "heartbeat_at": timezone.now(),
-            "waiting": "",
-            "waiting_since": None,
-        }
+        fields: dict[str, Any] = {"status": status, "heartbeat_at": timezone.now()}
         if error:
             fields["last_error"] = error
         Run.objects.using(self.using).filter(pk=run.pk).update(**fields)

@@ -42,8 +42,6 @@ class Run(models.Model):
     chunks_done = models.PositiveIntegerField(default=0)
     work_seconds = models.FloatField(default=0.0)
     last_error = models.TextField(blank=True)
-    waiting = models.TextField(blank=True, help_text="Why the run is holding back now, if it is.")
-    waiting_since = models.DateTimeField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True)
     heartbeat_at = models.DateTimeField(null=True)
@@ -90,6 +88,23 @@ class RunRecipe(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class RunWait(models.Model):
+    """Why a run holds back now (replica lag, a rate cap, a retry's backoff), for the admin.
+
+    Keyed by the run's name like RunRecipe, for the same reason: the ledger's own queries and
+    deletes never touch this table, so data migrations depending only on backfill's first
+    migration still run before it exists. A process deletes the row it wrote once its next
+    chunk commits, or when it leaves the run.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    reason = models.TextField()
+    since = models.DateTimeField(help_text="When this spell of waiting began.")
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.reason}"
 
 
 class Chunk(models.Model):

@@ -331,6 +331,7 @@ class Runner:
                     base_chunks + chunks,
                 )
             )
+            self._quietly(ledger.clear_wait, run)
             self._forget_queries()
             if self.clock() - last_beat >= HEARTBEAT_EVERY:
                 last_beat = self.clock()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -15,7 +16,7 @@ from django.utils import timezone
 import backfill
 from backfill import history
 from backfill.admin import duration, rate_chart
-from backfill.models import Chunk, Run, Worker
+from backfill.models import Chunk, Run, RunWait, Worker
 from example_site.blog.models import BlogPost
 from tests.support import committing, seed_posts
 
@@ -90,8 +91,7 @@ def test_a_run_records_why_it_waits_and_clears_it_after() -> None:
     seen: list[tuple[str, bool]] = []
 
     def sleep(seconds: float) -> None:
-        run = Run.objects.get()
-        seen.append((run.waiting, run.waiting_since is not None))
+        seen.extend(RunWait.objects.values_list("name", "reason"))
         now[0] += seconds
 
     backfill.update(
@@ -101,11 +101,11 @@ def test_a_run_records_why_it_waits_and_clears_it_after() -> None:
         max_rate=5,
         clock=lambda: now[0],
         sleep=sleep,
+        name="capped",
     )
 
-    assert seen and set(seen) == {("rate cap 5 rows/s", True)}
-    run = Run.objects.get()
-    assert (run.waiting, run.waiting_since) == ("", None)
+    assert seen and set(seen) == {("capped", "rate cap 5 rows/s")}
+    assert not RunWait.objects.exists()
 
 
 # -- the page -------------------------------------------------------------------------------
@@ -126,9 +126,12 @@ def make_watched_run(**fields: Any) -> Run:
         work_seconds=25.0,
         started_at=now - timedelta(seconds=300),
         heartbeat_at=now,
-        waiting="db-replica-1 lags 4.20 s > --max-replica-lag 2 s; pausing",
-        waiting_since=now - timedelta(seconds=20),
         **fields,
+    )
+    RunWait.objects.create(
+        name=run.name,
+        reason="db-replica-1 lags 4.20 s > --max-replica-lag 2 s; pausing",
+        since=now - timedelta(seconds=20),
     )
     # A chunk every 10 s, the last 20 of 1,000 rows: 100 rows/s lately; 70,000 rows left:
     # 700 s. The first ten were faster, then slower: the chart has a shape.
@@ -179,9 +182,7 @@ def test_run_page_shows_eta_rate_chart_wait_workers_and_resume_command(viewer: C
 @pytest.mark.django_db
 def test_run_page_of_a_finished_run_has_no_eta_and_no_wait(viewer: Client) -> None:
     run = make_watched_run()
-    Run.objects.filter(pk=run.pk).update(
-        status=Run.Status.COMPLETED, waiting="", waiting_since=None
-    )
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.COMPLETED)
     Worker.objects.all().delete()
 
     page = viewer.get(reverse("admin:backfill_run_change", args=[run.pk])).content.decode()
@@ -189,4 +190,27 @@ def test_run_page_of_a_finished_run_has_no_eta_and_no_wait(viewer: Client) -> No
     eta = re.search(r"ETA:</label>\s*<div class=\"readonly\">([^<]*)</div>", page)
     assert eta is not None and eta.group(1) == "-"
     assert "none working" in page
+    assert "pausing" not in page
     assert '<svg class="backfill-rate-chart"' in page
+
+
+@committing
+def test_a_waiting_run_works_on_a_ledger_migrated_only_to_0001() -> None:
+    """A data migration that depends on backfill 0001 runs before 0003 creates RunWait."""
+    seed_posts(20)
+    now = [1000.0]
+    call_command("migrate", "backfill", "0001", verbosity=0)
+    try:
+        result = backfill.update(
+            BlogPost.objects.all(),
+            set={"author": "a"},
+            batch_size=10,
+            max_rate=5,
+            clock=lambda: now[0],
+            sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
+        )
+    finally:
+        call_command("migrate", "backfill", verbosity=0)
+
+    assert result.status == "completed"
+    assert set(BlogPost.objects.values_list("author", flat=True)) == {"a"}
