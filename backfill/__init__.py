@@ -19,6 +19,8 @@ from backfill.exceptions import (
 from backfill.registry import register
 from backfill.result import Result
 
+__version__ = "0.1.0"
+
 __all__ = [
     "BackfillError",
     "BadInput",
