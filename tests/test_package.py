@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,6 +92,11 @@ def test_the_wheel_installs_into_a_new_django_61_project_and_runs_a_backfill(
     sdists = [p.name for p in dist.glob("*.tar.gz")]
     assert wheels == [f"django_backfill-{backfill.__version__}-py3-none-any.whl"]
     assert sdists == [f"django_backfill-{backfill.__version__}.tar.gz"]
+    with tarfile.open(dist / sdists[0]) as sdist:
+        names = [name.partition("/")[2] for name in sdist.getnames()]
+    assert "backfill/migrations/0001_initial.py" in names
+    assert "CHANGELOG.md" in names
+    assert not [name for name in names if name.startswith(("tests/", "example_site/"))]
     checked = run([sys.executable, "-m", "twine", "check", "--strict", *dist.iterdir()], tmp_path)
     assert checked.count("PASSED") == 2, checked
 
