@@ -1,6 +1,7 @@
 # One target per habit. Everything runs from .venv/bin, so nothing needs an activated venv.
 #   make demo   the example site on SQLite (or DATABASE_URL): migrate, seed, run a backfill
 #   make test   lint, then the test suite on PostgreSQL and on SQLite
+#   make test-matrix   the suite per Django x Python x database (noxfile.py)
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,12 +9,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 SQLITE_TEST_URL := sqlite:///$(CURDIR)/.test-sqlite.sqlite3
 
-.PHONY: venv demo test test-pg test-sqlite lint format bench seed-4m
+.PHONY: venv demo test test-pg test-sqlite test-matrix dist lint format bench seed-4m
 
 venv: $(STAMP)
 
 # Re-installs only when a requirements file changed since the last install.
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-test.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
 	touch $@
@@ -36,6 +37,17 @@ test-pg: venv
 
 test-sqlite: venv
 	DATABASE_URL=$(SQLITE_TEST_URL) $(BIN)/python -m pytest
+
+# Every nox session (each in .nox/ with its own Python and Django); NOX_ARGS="-t extra" skips the
+# combination make test runs, NOX_ARGS='-s tests-6.1-py3.13-sqlite -- -x' runs one.
+test-matrix: venv
+	$(BIN)/nox $(NOX_ARGS)
+
+# The release files in dist/: a wheel and an sdist, checked as PyPI would render them.
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m build
+	$(BIN)/twine check --strict dist/*
 
 lint: venv
 	$(BIN)/ruff check .

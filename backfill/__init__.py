@@ -23,6 +23,8 @@ from backfill.signals import catch_early
 # Before the rest of Django loads: a signal during start-up stops the command cleanly.
 catch_early()
 
+__version__ = "0.1.0"
+
 __all__ = [
     "BackfillError",
     "BadInput",

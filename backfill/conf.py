@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "RETRIES": 5,
     "RETRY_BACKOFF": 0.5,
     "RETRY_BACKOFF_MAX": 30.0,
+    # How --workers starts its processes: "forkserver" (Python 3.14's default on Linux),
+    # "spawn", or "fork" (fastest; Python 3.12+ warns when the parent has threads).
+    "WORKER_START_METHOD": "forkserver",
     # A worker that has not sent a heartbeat for this long is presumed dead.
     "LEASE_SECONDS": 60.0,
     # Seconds between progress log lines when not on a terminal.

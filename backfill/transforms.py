@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.db import models
@@ -121,20 +122,22 @@ def instance_setter(values: Mapping[str, Any], model: type[models.Model]) -> Tra
     attnames = [
         (schema.column_field(model, n, purpose="--set").attname, v) for n, v in values.items()
     ]
+    return Transform(partial(_set_fields, attnames), _set_name(values), dict(values))
 
-    def set_fields(obj: models.Model) -> None:
-        for attname, value in attnames:
-            setattr(obj, attname, value)
 
-    return Transform(set_fields, _set_name(values), dict(values))
+# Module-level functions bound with partial, not closures: a worker process that starts
+# clean (forkserver, spawn) gets its transform pickled.
+def _set_fields(attnames: list[tuple[str, Any]], obj: models.Model) -> None:
+    for attname, value in attnames:
+        setattr(obj, attname, value)
+
+
+def _set_row(changes: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    return changes
 
 
 def row_setter(values: Mapping[str, Any], model: type[models.Model]) -> Transform:
     """``--set`` for cursor: the same values as a dict of changes."""
     _no_expressions(values)
     changes = {schema.column_field(model, n, purpose="--set").attname: v for n, v in values.items()}
-
-    def set_row(row: dict[str, Any]) -> dict[str, Any]:
-        return changes
-
-    return Transform(set_row, _set_name(values), dict(values))
+    return Transform(partial(_set_row, changes), _set_name(values), dict(values))

@@ -1,17 +1,17 @@
 """How ``--workers N`` works one run with N processes.
 
-The parent process starts (or resumes) the run, then forks N workers. Each worker is an
-ordinary ``Runner`` in parallel mode with its own database connection: it claims pending
-chunks with ``SELECT … FOR UPDATE SKIP LOCKED`` and plans new ones in short transactions, so
-workers never share a chunk, and the same command started on another host joins the run the
-same way. The parent forwards SIGINT/SIGTERM to the workers, reports progress from the run row
-about once a second, and turns the workers' exit codes into one outcome.
+The parent process starts (or resumes) the run, then starts N workers (``backfill.processes``
+says how: from a fork server by default). Each worker is an ordinary ``Runner`` in parallel
+mode with its own database connection: it claims pending chunks with ``SELECT … FOR UPDATE
+SKIP LOCKED`` and plans new ones in short transactions, so workers never share a chunk, and
+the same command started on another host joins the run the same way. The parent forwards
+SIGINT/SIGTERM to the workers, reports progress from the run row about once a second, and
+turns the workers' exit codes into one outcome.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import sys
@@ -24,7 +24,7 @@ from types import FrameType
 
 from django.db import DatabaseError, connections
 
-from backfill import events
+from backfill import events, processes
 from backfill.conf import Options
 from backfill.exceptions import BackfillError, ChunkFailed, RunBusy
 from backfill.ledger import Ledger
@@ -56,18 +56,24 @@ def run_parallel(
     --max-runtime, pause, cancel), ChunkFailed when a chunk kept failing or a worker died,
     RunBusy when a single-process run holds it.
     """
+    method = processes.start_method()
+    if method != "fork":
+        processes.hand_over(strategy, options, method)  # fails here, before the run exists
     return ParallelRunner(strategy, options, reporter=reporter, stop=stop, parallel=True).run()
 
 
 class ParentWatch(StopFlag):
-    """A worker's stop flag that also trips when its parent is gone (killed with -9)."""
+    """A worker's stop flag that also trips when its parent is gone (killed with -9): when
+    the process that started it (the parent, or the fork server that exits with it) is.
+    """
 
-    def __init__(self, parent_pid: int) -> None:
+    def __init__(self, parent_pid: int, watched_pid: int | None = None) -> None:
         super().__init__()
         self.parent_pid = parent_pid
+        self.watched_pid = parent_pid if watched_pid is None else watched_pid
 
     def __bool__(self) -> bool:
-        if self.reason is None and os.getppid() != self.parent_pid:
+        if self.reason is None and os.getppid() != self.watched_pid:
             self.set(f"the exit of parent process {self.parent_pid}")
         return self.reason is not None
 
@@ -113,18 +119,20 @@ class _Forward:
                 self.pipe.send(event)
 
 
-def _work_in_child(strategy: Strategy, options: Options, pipe: Connection, parent_pid: int) -> None:
+def _work_in_child(
+    strategy: Strategy, options: Options, pipe: Connection, parent_pid: int, watched_pid: int
+) -> None:
     # In its own process group a terminal's Ctrl-C reaches only the parent, which forwards it
     # once: a worker that also got it directly would see two and abort its chunk.
     os.setpgid(0, 0)
-    stop = ParentWatch(parent_pid)
+    stop = ParentWatch(parent_pid, watched_pid)
 
     def handle(signum: int, frame: FrameType | None) -> None:
         stop.set(signal.Signals(signum).name)
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, handle)
-    # The parent blocked these around the fork so none is lost before the handler exists.
+    # Blocked since the process started, so none is lost before the handler exists.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     outcome: Outcome
     try:
@@ -183,7 +191,11 @@ class ParallelRunner(Runner):
         started = self.clock()
         base = (run.rows_scanned, run.rows_changed, run.chunks_done)
         self._announce(ledger, run, resumed)
-        self.report(events.Notice(f"Starting {self.options.workers} worker processes."))
+        self.report(
+            events.Notice(
+                f"Starting {self.options.workers} worker processes ({processes.start_method()})."
+            )
+        )
         children: list[Child] = []
         if not self.stop:
             with _Forwarder(children, self.stop).installed() as forwarder:
@@ -201,17 +213,23 @@ class ParallelRunner(Runner):
         return self._outcome(children, ledger, run, base, self.clock() - started)
 
     def _spawn(self, children: list[Child]) -> None:
-        context = multiprocessing.get_context("fork")
+        method = processes.start_method()
+        context = processes.context(method)
         options = replace(self.options, restart=False, name=self.name)
+        work = (
+            (self.strategy, options)
+            if method == "fork"
+            else processes.hand_over(self.strategy, options, method)
+        )
         # A forked child must not share the parent's sockets: each opens its own connection.
         connections.close_all()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             for number in range(1, self.options.workers + 1):
                 reader, writer = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=_work_in_child,
-                    args=(self.strategy, options, writer, os.getpid()),
+                process = context.Process(  # type: ignore[attr-defined]
+                    target=processes.start_worker,
+                    args=(work, writer, os.getpid()),
                     name=f"backfill worker {number}",
                 )
                 process.start()

@@ -29,6 +29,9 @@ runs the command with DATABASE_URL pointing at a PostgreSQL server, chosen in th
    when a connection succeeds within 2 seconds; the command gets database `backfill` there;
 4. a throwaway cluster, stopped and removed when the command ends (also on SIGINT/SIGTERM).
 
+In 3 and 4 the database is named by BACKFILL_TEST_DBNAME when set (default `backfill`), so runs
+side by side (the nox sessions) each have their own.
+
 It prints one line naming the server (never a password) and exits with the command's exit code.
 """
 
@@ -384,6 +387,11 @@ def with_database(url: str, dbname: str) -> str:
     return urlunsplit(parts._replace(path="/" + quote(dbname)))
 
 
+def database_name(env: Mapping[str, str]) -> str:
+    """The database the command gets on the local server or a throwaway cluster."""
+    return env.get("BACKFILL_TEST_DBNAME", "").strip() or TEST_DATABASE
+
+
 def choose(env: Mapping[str, str], probe: Callable[[str], bool]) -> Choice:
     """Decide which PostgreSQL the tests use; `probe(url)` says whether a server answers there."""
     if env.get("BACKFILL_TEST_FORCE_THROWAWAY", "").strip().lower() in TRUTHY:
@@ -393,7 +401,7 @@ def choose(env: Mapping[str, str], probe: Callable[[str], bool]) -> Choice:
         return Choice("env", database_url)
     probe_url = env.get("BACKFILL_TEST_PROBE_URL", "").strip() or DEFAULT_PROBE_URL
     if probe(probe_url):
-        return Choice("local", with_database(probe_url, TEST_DATABASE))
+        return Choice("local", with_database(probe_url, database_name(env)))
     return Choice("throwaway")
 
 
@@ -451,8 +459,9 @@ def run(command: Sequence[str], env: Mapping[str, str] | None = None) -> int:
             started = time.monotonic()
             cluster = Cluster()
             cluster.init().start()
-            cluster.create_database(TEST_DATABASE)
-            url = cluster.url(TEST_DATABASE)
+            dbname = database_name(environ)
+            cluster.create_database(dbname)
+            url = cluster.url(dbname)
             source = (
                 f"a throwaway cluster ({cluster.bindir}, {cluster.base_dir}, started in "
                 f"{time.monotonic() - started:.1f} s; removed afterwards)"

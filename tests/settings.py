@@ -69,6 +69,10 @@ SECRET_KEY = "backfill-tests-not-secret"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
+# The worker start method of subprocess tests that pick one (tests/test_worker_start.py).
+if env.str("BACKFILL_TEST_START_METHOD", default=""):
+    BACKFILL = {"WORKER_START_METHOD": env.str("BACKFILL_TEST_START_METHOD")}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

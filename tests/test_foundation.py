@@ -236,6 +236,14 @@ def test_choose_probes_the_url_it_is_told() -> None:
     assert probe.asked == ["postgres://me@127.0.0.1:6543/postgres"]
 
 
+def test_choose_names_the_local_database_after_backfill_test_dbname() -> None:
+    env = {"BACKFILL_TEST_DBNAME": "backfill_dj61_py313", "DATABASE_URL": "sqlite:///x"}
+
+    assert pgcluster.choose(env, Probe(answers=True)) == pgcluster.Choice(
+        "local", "postgres://postgres@127.0.0.1:5432/backfill_dj61_py313"
+    )
+
+
 def test_choose_starts_a_throwaway_cluster_when_nothing_answers() -> None:
     assert pgcluster.choose({}, Probe(answers=False)) == pgcluster.Choice("throwaway")
 

@@ -1,0 +1,89 @@
+"""The test matrix: the whole suite per Django x Python x database.
+
+    nox                     every session (make test-matrix)
+    nox -t extra            all but the default combination, which `make test` runs (.ci/run)
+    nox -s "tests-6.1-py3.13-postgres"
+
+Interpreters come from pyenv's versions directory when PATH does not have them (CI starts with
+a PATH that may not); nothing is downloaded. PostgreSQL is chosen by scripts/pgcluster.py as for
+`make test`, with a database of each session's own, so sessions never share one.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+
+# (Django, Python): each Django on the oldest Python it supports, so together they cover
+# Python 3.11-3.13 and Django 5.2-6.1. The first is what `make test` runs (Python 3.11 picks
+# Django 5.2 from requirements.txt).
+COMBINATIONS = [("5.2", "3.11"), ("6.0", "3.12"), ("6.1", "3.13")]
+DEFAULT = COMBINATIONS[0]
+DATABASES = ("postgres", "sqlite")
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+def _add_pyenv_interpreters() -> None:
+    """Put pyenv's Python 3.11-3.13 on PATH (its shims only reach the versions it has enabled)."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = []
+    for _, python in COMBINATIONS:
+        # The newest patch release of each minor version, e.g. versions/3.13.0/bin.
+        candidates = sorted(glob.glob(str(root / f"{python}.*" / "bin" / f"python{python}")))
+        if candidates:
+            found.append(str(Path(candidates[-1]).parent))
+    os.environ["PATH"] = os.pathsep.join([*found, os.environ.get("PATH", "")])
+
+
+_add_pyenv_interpreters()
+
+
+def _postgres_env(suffix: str) -> dict[str, str]:
+    """A database of this session's own: DATABASE_URL's name (or `backfill`) plus a suffix."""
+    url = os.environ.get("DATABASE_URL", "")
+    if urlsplit(url).scheme.startswith("postgres"):
+        parts = urlsplit(url)
+        name = parts.path.lstrip("/") or "backfill"
+        return {"DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}_{suffix}"))}
+    return {"DATABASE_URL": "", "BACKFILL_TEST_DBNAME": f"backfill_{suffix}"}
+
+
+def _make_session(django: str, database: str) -> object:
+    def tests(session: nox.Session) -> None:
+        session.install("-r", "requirements-test.txt", f"Django>={django},<{_next_minor(django)}")
+        session.run("python", "-m", "django", "--version")
+        suffix = f"dj{django}_py{session.python}".replace(".", "")
+        # The wheel test does not depend on the session: `make test` runs it once.
+        pytest = ["python", "-m", "pytest", "-m", "not package", *session.posargs]
+        if database == "postgres":
+            session.run(
+                "python", "scripts/pgcluster.py", "run", "--", *pytest, env=_postgres_env(suffix)
+            )
+        else:
+            url = f"sqlite:///{ROOT / f'.nox-{suffix}.sqlite3'}"
+            session.run(*pytest, env={"DATABASE_URL": url})
+
+    return tests
+
+
+def _next_minor(version: str) -> str:
+    major, minor = version.split(".")
+    return f"{major}.{int(minor) + 1}"
+
+
+for _django, _python in COMBINATIONS:
+    for _database in DATABASES:
+        nox.session(
+            name=f"tests-{_django}-py{_python}-{_database}",
+            python=_python,
+            tags=["default" if (_django, _python) == DEFAULT else "extra", _database],
+        )(_make_session(_django, _database))
