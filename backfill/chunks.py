@@ -88,12 +88,12 @@ class KeyPlanner:
             sql = (
                 f"SELECT k, n FROM (SELECT {self.column} AS k, ROW_NUMBER() OVER "
                 f"(ORDER BY {self.column}) AS n FROM {self.table} WHERE {' AND '.join(where)} "
-                f"ORDER BY {self.column} LIMIT %s) keys ORDER BY n DESC LIMIT 1"
+                f"ORDER BY {self.column} LIMIT %s) chunk_keys ORDER BY n DESC LIMIT 1"
             )
         else:
             # The last of the next ``size`` keys, walking the primary key index from ``lo``:
             # only keys are read; the chunk's rows are read later by key range.
-            sql = f"SELECT MAX(k), COUNT(*) FROM ({keys}) keys"
+            sql = f"SELECT MAX(k), COUNT(*) FROM ({keys}) chunk_keys"
         with self.connection.cursor() as cursor:
             cursor.execute(sql, [*params, size])
             row = cursor.fetchone()
@@ -116,7 +116,7 @@ class KeyPlanner:
                 return None
             cursor.execute(
                 f"SELECT k FROM (SELECT {self.column} AS k FROM {self.table} WHERE {cond} "
-                f"ORDER BY {self.column} LIMIT %s) keys ORDER BY k DESC LIMIT 1",
+                f"ORDER BY {self.column} LIMIT %s) chunk_keys ORDER BY k DESC LIMIT 1",
                 [*params, count // 2],
             )
             return self.pk.to_python(cursor.fetchone()[0])

@@ -30,14 +30,15 @@ def database_url(alias: str = DEFAULT_DB_ALIAS) -> str:
     vendor = connections[alias].vendor
     if vendor == "sqlite":
         return f"sqlite:///{Path(settings['NAME']).resolve()}"
-    if vendor == "postgresql":
+    if vendor in ("postgresql", "mysql"):
         user = quote(settings.get("USER") or "", safe="")
         password = quote(settings.get("PASSWORD") or "", safe="")
         credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
         # A unix-socket directory travels percent-encoded in the host part.
         host = quote(settings.get("HOST") or "", safe="")
         port = f":{settings['PORT']}" if settings.get("PORT") else ""
-        return f"postgres://{credentials}{host}{port}/{quote(settings['NAME'], safe='')}"
+        scheme = "postgres" if vendor == "postgresql" else "mysql"
+        return f"{scheme}://{credentials}{host}{port}/{quote(settings['NAME'], safe='')}"
     raise NotImplementedError(f"No DATABASE_URL for the {vendor!r} backend.")
 
 

@@ -81,5 +81,7 @@ def statements(queries: Iterable[dict[str, Any]], prefix: str) -> list[str]:
 
 def updates_of(queries: Iterable[dict[str, Any]], table: str) -> list[str]:
     """Captured ``UPDATE`` statements that write ``table`` (quoted or not)."""
-    pattern = re.compile(rf'^\s*(WITH .*?\)\s*)?UPDATE\s+"?{re.escape(table)}"?\s', re.I | re.S)
+    pattern = re.compile(
+        rf'^\s*(WITH .*?\)\s*)?UPDATE\s+["`]?{re.escape(table)}["`]?\s', re.I | re.S
+    )
     return [q["sql"] for q in queries if pattern.match(q["sql"])]
