@@ -1,6 +1,6 @@
 # One target per habit. Everything runs from .venv/bin, so nothing needs an activated venv.
 #   make demo   the example site on SQLite (or DATABASE_URL): migrate, seed, run a backfill
-#   make test   lint, then the test suite on PostgreSQL and on SQLite
+#   make test   lint, then the test suite on PostgreSQL, on SQLite and on MariaDB
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 SQLITE_TEST_URL := sqlite:///$(CURDIR)/.test-sqlite.sqlite3
 
-.PHONY: venv demo test test-pg test-sqlite lint format bench seed-4m
+.PHONY: venv demo test test-pg test-sqlite test-mariadb lint format bench seed-4m
 
 venv: $(STAMP)
 
@@ -28,6 +28,7 @@ test: lint
 	@status=0; \
 	$(MAKE) --no-print-directory test-pg || status=1; \
 	$(MAKE) --no-print-directory test-sqlite || status=1; \
+	$(MAKE) --no-print-directory test-mariadb || status=1; \
 	exit $$status
 
 # PostgreSQL from DATABASE_URL, else 127.0.0.1:5432, else a throwaway cluster (scripts/pgcluster.py).
@@ -36,6 +37,11 @@ test-pg: venv
 
 test-sqlite: venv
 	DATABASE_URL=$(SQLITE_TEST_URL) $(BIN)/python -m pytest
+
+# MariaDB/MySQL from DATABASE_URL (a mysql:// URL), else 127.0.0.1:3306, else a throwaway
+# server (scripts/mariadbserver.py), else skipped with one line saying why.
+test-mariadb: venv
+	$(BIN)/python scripts/mariadbserver.py run -- $(BIN)/python -m pytest
 
 lint: venv
 	$(BIN)/ruff check .

@@ -77,10 +77,17 @@ class IsDistinctFrom(Func):
         return self.as_sql(compiler, connection, arg_joiner=" IS NOT ", **extra)
 
     def as_mysql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        # MySQL's NULL-safe equality is <=>.
-        return self.as_sql(
-            compiler, connection, arg_joiner=" <=> ", template="NOT (%(expressions)s)", **extra
-        )
+        # MySQL's NULL-safe equality is <=>. Text compares as bytes: the usual collations
+        # are case- and trailing-space-insensitive, and would call 'Ann' and 'ann ' equal.
+        lhs, rhs = self.get_source_expressions()
+        sql = []
+        params: list[Any] = []
+        text = isinstance(lhs.output_field, (models.CharField, models.TextField))
+        for side in (lhs, rhs):
+            side_sql, side_params = compiler.compile(side)
+            sql.append(f"CAST({side_sql} AS BINARY)" if text else side_sql)
+            params.extend(side_params)
+        return f"NOT ({sql[0]} <=> {sql[1]})", params
 
 
 def holds_mutable(field: models.Field) -> bool:
