@@ -125,14 +125,16 @@ class Command(BaseCommand):
                     f"{done / max(elapsed, 1e-9):,.0f} rows/s"
                 )
 
-        if connection.vendor in ("postgresql", "mysql"):
-            # Keep the row estimate backfill shows as a total current (pg_class.reltuples,
-            # information_schema.TABLES.TABLE_ROWS).
+        if connection.vendor == "postgresql":
+            # Keep pg_class.reltuples (the row estimate backfill shows as a total) current.
             with connection.cursor() as cursor:
-                cursor.execute(
-                    f"ANALYZE {'' if connection.vendor == 'postgresql' else 'TABLE '}"
-                    f"{quote(meta.db_table)}"
-                )
+                cursor.execute(f"ANALYZE {quote(meta.db_table)}")
+        elif connection.vendor == "mysql" and not connection.in_atomic_block:
+            # The same for information_schema.TABLES.TABLE_ROWS. ANALYZE TABLE commits, so not
+            # inside a caller's transaction (InnoDB then refreshes it by itself).
+            with connection.cursor() as cursor:
+                cursor.execute(f"ANALYZE TABLE {quote(meta.db_table)}")
+                cursor.fetchall()
 
         elapsed = time.monotonic() - started
         if verbosity >= 1:
