@@ -296,3 +296,34 @@ def test_workers_share_a_run_with_skip_locked(django_db_url: str, run_manage: An
     assert done.returncode == 0, done.stderr
     assert set(Counter.objects.values_list("hits", flat=True)) == {1}
     assert django_db_url == database_url()
+
+
+def test_replica_aliases_are_asked_show_replica_status(settings: Any) -> None:
+    # The test server is no replica: SHOW REPLICA STATUS has no row, so there is no lag.
+    settings.BACKFILL = {"REPLICA_ALIASES": ["default"]}
+    make_counters(20)
+    recorder = Recorder()
+
+    with CaptureQueriesContext(connection) as queries:
+        result = backfill.update(
+            Counter.objects.all(),
+            set={"hits": 2},
+            batch_size=10,
+            max_replica_lag=1,
+            reporter=recorder,
+        )
+
+    assert result.rows_changed == 20
+    assert len([q for q in queries if q["sql"] == "SHOW REPLICA STATUS"]) == 3  # before each
+    assert not recorder.of(events.Waiting)
+
+
+def test_vacuum_every_says_it_has_no_meaning_here() -> None:
+    make_counters(5)
+    recorder = Recorder()
+
+    backfill.update(Counter.objects.all(), set={"hits": 2}, vacuum_every=0.5, reporter=recorder)
+
+    assert [n.message for n in recorder.of(events.Notice)] == [
+        "--vacuum-every is not run on mysql: it VACUUMs PostgreSQL tables."
+    ]
