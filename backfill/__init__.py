@@ -18,6 +18,10 @@ from backfill.exceptions import (
 )
 from backfill.registry import register
 from backfill.result import Result
+from backfill.signals import catch_early
+
+# Before the rest of Django loads: a signal during start-up stops the command cleanly.
+catch_early()
 
 __all__ = [
     "BackfillError",

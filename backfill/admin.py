@@ -31,7 +31,7 @@ from backfill.models import Run, Worker
 
 CONTROL_PERMISSION = "backfill.control_run"
 # Runs no process is working: cancelling them takes effect at once.
-IDLE = [Run.Status.PAUSED, Run.Status.STOPPED, Run.Status.FAILED]
+IDLE = [Run.Status.PENDING, Run.Status.PAUSED, Run.Status.STOPPED, Run.Status.FAILED]
 
 
 def _username(request: HttpRequest) -> str:

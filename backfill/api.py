@@ -52,7 +52,14 @@ def _run(
         sleep = None
     opts = Options(**options)
     if opts.workers > 1 and not opts.dry_run:
+        from django.db import connections
+
+        from backfill.validation import check_options, check_workers
         from backfill.workers import run_parallel
+
+        # Before any worker starts: the server must take them all.
+        check_options(opts)
+        check_workers(opts.workers, connections[strategy.queryset.db])
 
         return run_parallel(strategy, opts, reporter=reporter or events.ignore, stop=stop)
     kwargs: dict[str, Any] = {}
@@ -149,7 +156,9 @@ def cursor(
     else:
         chosen = resolve(model, transform, rows=True)
         default_fields = [f.name for f in model._meta.concrete_fields if not f.primary_key]
-    names = schema.field_list(model, fields, purpose="--only") if fields else default_fields
+    names = (
+        schema.field_list(model, fields, purpose="fields") if fields is not None else default_fields
+    )
     if set:
         names = [*names, *(n for n in default_fields if n not in names)]
     strategy = CursorStrategy(queryset, names, chosen)

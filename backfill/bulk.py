@@ -10,6 +10,7 @@ they are.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +18,10 @@ from typing import Any
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from backfill import mysql
+from backfill import keys, mysql
 from backfill.database import is_postgres, query_param_limit
 
-Change = tuple[Any, dict[str, Any]]  # (pk, {attname: new value})
+Change = tuple[Any, dict[str, Any]]  # (pk, {attname: new value}); pk a tuple for a composite key
 
 # Field classes whose database value is the Python value itself when it already has this type.
 # Exact classes only: a subclass (an encrypted CharField, say) may prepare values its own way.
@@ -38,6 +39,14 @@ PASS_THROUGH: dict[type[models.Field], type] = {
     models.TextField: str,
     models.BooleanField: bool,
 }
+
+
+def array_type(field: models.Field, connection: BaseDatabaseWrapper) -> str:
+    """The element type of a column's array parameter: the column's type without a length
+    (``varchar(60)`` becomes ``varchar``), since an explicit cast to ``varchar(60)`` cuts
+    longer text without a word; the assignment to the column then checks the length.
+    """
+    return re.sub(r"^(varchar|character varying)\(\d+\)$", r"\1", field.db_type(connection) or "")
 
 
 def _quoted(text: str) -> str:
@@ -78,6 +87,17 @@ class _Table:
     name: str
     pk: models.Field
     fields: tuple[models.Field, ...]
+
+    @property
+    def key_fields(self) -> tuple[models.Field, ...]:
+        """The key's columns: one, or a composite key's, each joined on."""
+        return keys.fields_of(self.pk)
+
+    def key_names(self) -> list[str]:
+        """Names of the key's columns in the VALUES/unnest row: ``_k``, or ``_k0``, ``_k1``…"""
+        if len(self.key_fields) == 1:
+            return ['"_k"']
+        return [f'"_k{j}"' for j in range(len(self.key_fields))]
 
 
 def _tables(model: type[models.Model], attnames: Sequence[str]) -> list[_Table]:
@@ -136,12 +156,14 @@ class BulkWriter:
             self._write_postgres(table, fields, flagged, rows, bounds)
         elif mysql.is_mysql(self.connection):
             mysql.update_from_json(
-                self.connection, table.name, table.pk, fields, flagged, rows, bounds
+                self.connection, table.name, table.key_fields, fields, flagged, rows, bounds
             )
         else:
-            per_row = 1 + len(fields) + sum(flagged)
-            # Two parameters are the chunk's key bounds (see _range), not rows.
-            step = max(1, (query_param_limit(self.connection) - 2) // per_row)
+            per_row = len(table.key_fields) + len(fields) + sum(flagged)
+            # Some parameters are the chunk's key bounds (see _range), not rows.
+            step = max(
+                1, (query_param_limit(self.connection) - 2 * len(table.key_fields)) // per_row
+            )
             for start in range(0, len(rows), step):
                 self._write_values(table, fields, flagged, rows[start : start + step], bounds)
 
@@ -193,16 +215,29 @@ class BulkWriter:
         # Django's own wrapping step (private, stable since 1.x): logging and execute wrappers.
         return self.connection._prepare_cursor(raw)  # type: ignore[attr-defined]
 
+    def _key_prep(self, table: _Table, key: Any) -> list[Any]:
+        return [
+            self._prep(f, v)
+            for f, v in zip(table.key_fields, keys.parts(key, table.key_fields), strict=True)
+        ]
+
+    def _join(self, table: _Table) -> str:
+        """``table.key = v."_k"``, for every key column."""
+        return " AND ".join(
+            f"{self.qn(table.name)}.{self.qn(str(f.column))} = v.{name}"
+            for f, name in zip(table.key_fields, table.key_names(), strict=True)
+        )
+
     def _range(self, table: _Table, lo: Any, hi: Any) -> tuple[str, list[Any]]:
         """The ``AND key > lo AND key <= hi`` that bounds a statement to the chunk's keys."""
-        column = f"{self.qn(table.name)}.{self.qn(str(table.pk.column))}"
+        columns = [f"{self.qn(table.name)}.{self.qn(str(f.column))}" for f in table.key_fields]
         sql, params = "", []
         if lo is not None:
-            sql += f" AND {column} > %s"
-            params.append(self._prep(table.pk, lo))
+            sql += f" AND {keys.compare(columns, '>')}"
+            params.extend(self._key_prep(table, lo))
         if hi is not None:
-            sql += f" AND {column} <= %s"
-            params.append(self._prep(table.pk, hi))
+            sql += f" AND {keys.compare(columns, '<=')}"
+            params.extend(self._key_prep(table, hi))
         return sql, params
 
     def _write_postgres(
@@ -215,16 +250,21 @@ class BulkWriter:
     ) -> None:
         qn = self.qn
         conn = self.connection
-        pk_type = table.pk.db_type(conn)
-        keys, placeholder = self._array(table.pk, [pk for pk, _ in rows])
-        arrays: list[Any] = [keys]
-        casts = [f"{placeholder}::{pk_type}[]"]
-        names = ['"_k"']
+        arrays: list[Any] = []
+        casts = []
+        names = table.key_names()
+        for j, key_field in enumerate(table.key_fields):
+            key_values = (
+                [pk for pk, _ in rows] if len(table.key_fields) == 1 else [pk[j] for pk, _ in rows]
+            )
+            array, placeholder = self._array(key_field, key_values)
+            arrays.append(array)
+            casts.append(f"{placeholder}::{key_field.db_type(conn)}[]")
         for i, field in enumerate(fields):
             attname = field.attname
             array, placeholder = self._array(field, [values.get(attname) for _, values in rows])
             arrays.append(array)
-            casts.append(f"{placeholder}::{field.db_type(conn)}[]")
+            casts.append(f"{placeholder}::{array_type(field, conn)}[]")
             names.append(f'"_v{i}"')
         for i, (field, flag) in enumerate(zip(fields, flagged, strict=True)):
             if flag:
@@ -235,7 +275,7 @@ class BulkWriter:
         sql = (
             f"UPDATE {qn(table.name)} SET {self._assignments(table, fields, flagged)} "
             f"FROM unnest({', '.join(casts)}) AS v({', '.join(names)}) "
-            f'WHERE {qn(table.name)}.{qn(str(table.pk.column))} = v."_k"{where}'
+            f"WHERE {self._join(table)}{where}"
         )
         with self._binding_cursor() as cursor:
             cursor.execute(sql, [*arrays, *bound_params])
@@ -249,11 +289,11 @@ class BulkWriter:
         bounds: tuple[str, list[Any]],
     ) -> None:
         qn = self.qn
-        names = ['"_k"', *(f'"_v{i}"' for i in range(len(fields)))]
+        names = [*table.key_names(), *(f'"_v{i}"' for i in range(len(fields)))]
         names += [f'"_s{i}"' for i, flag in enumerate(flagged) if flag]
         params: list[Any] = []
         for pk, values in rows:
-            params.append(self._prep(table.pk, pk))
+            params.extend(self._key_prep(table, pk))
             params.extend(self._prep(f, values.get(f.attname)) for f in fields)
             params.extend(
                 f.attname in values for f, flag in zip(fields, flagged, strict=True) if flag
@@ -261,8 +301,8 @@ class BulkWriter:
         if is_postgres(self.connection):
             # VALUES has no column types of its own on PostgreSQL: cast each placeholder.
             types = [
-                table.pk.db_type(self.connection),
-                *(f.db_type(self.connection) for f in fields),
+                *(f.db_type(self.connection) for f in table.key_fields),
+                *(array_type(f, self.connection) for f in fields),
             ]
             types += ["boolean" for flag in flagged if flag]
             row_sql = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
@@ -272,7 +312,7 @@ class BulkWriter:
         sql = (
             f"WITH v({', '.join(names)}) AS (VALUES {', '.join([row_sql] * len(rows))}) "
             f"UPDATE {qn(table.name)} SET {self._assignments(table, fields, flagged)} "
-            f'FROM v WHERE {qn(table.name)}.{qn(str(table.pk.column))} = v."_k"{where}'
+            f"FROM v WHERE {self._join(table)}{where}"
         )
         with self.connection.cursor() as cursor:
             cursor.execute(sql, [*params, *bound_params])

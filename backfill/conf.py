@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "LOG_INTERVAL": 10.0,
     # VACUUM the table after each this share of the table rewritten (PostgreSQL); None = never.
     "VACUUM_EVERY": None,
+    # RunBackfill(defer="auto") records the run as pending, to be worked after deploy by
+    # backfill_pending, when the table's estimated rows exceed this; below it runs inline.
+    "DEFER_ABOVE_ROWS": 100_000,
 }
 
 

@@ -8,6 +8,11 @@ if TYPE_CHECKING:
     from backfill.result import Result
 
 
+def one_line(exc: BaseException) -> str:
+    """An error's text on one line (database messages carry DETAIL and HINT lines)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class BackfillError(Exception):
     """Base class of every error backfill raises on purpose."""
 
@@ -43,6 +48,23 @@ class TransformFailed(ChunkFailed):
         self.error = error
 
 
+class ValueRejected(ChunkFailed):
+    """A new value cannot be stored in its column as given; its chunk was rolled back."""
+
+    def __init__(self, message: str, *, pk: Any, field: str) -> None:
+        super().__init__(message)
+        self.pk = pk
+        self.field = field
+
+
+class RowFailed(ChunkFailed):
+    """The database refused one row of a chunk (a constraint, a value); the chunk rolled back."""
+
+    def __init__(self, message: str, *, pk: Any) -> None:
+        super().__init__(message)
+        self.pk = pk
+
+
 class Interrupted(BackfillError):
     """The run stopped early and can resume: a signal, --max-runtime, pause or cancel."""
 
@@ -57,3 +79,9 @@ class RunBusy(BackfillError):
     """Another live process holds this run."""
 
     exit_code = 4
+
+
+class BackfillIncomplete(BackfillError):
+    """A required run is not completed, or verification still finds rows needing its change."""
+
+    exit_code = 1

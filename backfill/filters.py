@@ -10,10 +10,12 @@ from django.db import DEFAULT_DB_ALIAS, models
 from django.db.models import Q
 
 from backfill import schema
+from backfill.columns import integer_range
 from backfill.exceptions import BadInput
 from backfill.values import parse_bool, split_assignment
 
 LIST_LOOKUPS = {"in", "range"}
+RANGE_CHECKED = {"", "exact", "gt", "gte", "lt", "lte", "in", "range"}
 
 
 def _target(model: type[models.Model], lookup: str) -> tuple[models.Field | None, str]:
@@ -33,6 +35,23 @@ def _target(model: type[models.Model], lookup: str) -> tuple[models.Field | None
     return field, ""
 
 
+def _check_range(field: models.Field, texts: list[str], *, option: str, raw: str) -> None:
+    """Whole numbers a column of this field could hold: a bigger one is refused on every
+    backend alike (SQLite cannot even bind it; PostgreSQL would compare it as numeric).
+    """
+    bounds = integer_range(field)
+    for text in texts:
+        try:
+            number = int(text)
+        except ValueError:
+            continue  # not a whole number: Django's conversion says so
+        if bounds and not bounds[0] <= number <= bounds[1]:
+            raise BadInput(
+                f"{option} {raw!r}: {number} is outside the range of {field.name} "
+                f"({bounds[0]}..{bounds[1]}). Pass a value the column can hold."
+            )
+
+
 def _convert(model: type[models.Model], lookup: str, text: str, *, option: str, raw: str) -> Any:
     field, last = _target(model, lookup)
     if last == "isnull":
@@ -42,6 +61,8 @@ def _convert(model: type[models.Model], lookup: str, text: str, *, option: str, 
         items = [item.strip() for item in text.split(",")]
         if last == "range" and len(items) != 2:
             raise BadInput(f"{option} {raw!r}: __range takes two values, e.g. id__range=1,500.")
+    if isinstance(field, models.IntegerField) and last in RANGE_CHECKED:
+        _check_range(field, items if items is not None else [text], option=option, raw=raw)
     if isinstance(field, models.BooleanField) and last in ("", "exact", "in"):
         # The same words --set takes (true/false/yes/no, any case); Django alone knows only a few.
         if items is not None:

@@ -130,7 +130,17 @@ class Ledger:
                     f"(SIGTERM); a dead process's claim expires {self.lease:.0f} s after its last "
                     "heartbeat. To work it in parallel, start every process with --workers."
                 )
-            if not created and not restart:
+            # A pending run (recorded by a deferred RunBackfill) starts now, as a new one.
+            fresh = created or restart or run.status == Run.Status.PENDING
+            if not fresh:
+                # Compared before anything else, completed runs included: a name never maps
+                # two different backfills to one run.
+                if run.spec != spec or run.model_label != model_label or run.strategy != strategy:
+                    raise BadInput(
+                        f"Run {name!r} was started as a different backfill ({run.strategy} "
+                        f"{run.model_label} {json.dumps(run.spec, sort_keys=True)}). Pass another "
+                        "--name, or --restart to replace it."
+                    )
                 if run.status == Run.Status.COMPLETED:
                     return run, True
                 if run.status == Run.Status.CANCELLED:
@@ -139,16 +149,8 @@ class Ledger:
                         f"Run {name!r} was cancelled{by}. Pass --restart to start it over from "
                         "the beginning, or --name for a new run."
                     )
-                if run.spec != spec or run.model_label != model_label or run.strategy != strategy:
-                    raise BadInput(
-                        f"Run {name!r} was started as a different backfill ({run.strategy} "
-                        f"{run.model_label} {json.dumps(run.spec, sort_keys=True)}). Pass another "
-                        "--name, or --restart to replace it."
-                    )
-            resumed = (
-                not created and not restart and (run.chunks_done > 0 or run.frontier is not None)
-            )
-            if created or restart:
+            resumed = not fresh and (run.chunks_done > 0 or run.frontier is not None)
+            if fresh:
                 ChunkRow.objects.using(self.using).filter(run=run).delete()
                 bounds = self.planner.key_range()
                 run.spec = spec

@@ -7,6 +7,8 @@ from django.db import models
 
 class Run(models.Model):
     class Status(models.TextChoices):
+        # Recorded by a deferred RunBackfill; worked later by backfill_pending.
+        PENDING = "pending", "pending"
         RUNNING = "running", "running"
         PAUSED = "paused", "paused"
         STOPPED = "stopped", "stopped"
@@ -67,6 +69,25 @@ class Run(models.Model):
         if not self.work_seconds:
             return None
         return self.rows_scanned / self.work_seconds
+
+
+class RunRecipe(models.Model):
+    """A run's backfill as data (``backfill.recipes``), kept by ``RunBackfill(defer=...)``.
+
+    Keyed by the run's name, not a foreign key: the ledger's own queries and deletes never
+    touch this table, so a data migration depending only on backfill's first migration still
+    runs before this table exists.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    recipe = models.JSONField(help_text="Rebuilt to work the run and to verify it.")
+    deferred = models.BooleanField(
+        default=False, help_text="Recorded by a migration to be worked after deploy."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Chunk(models.Model):

@@ -225,53 +225,62 @@ def _is_binary(field: models.Field, connection: BaseDatabaseWrapper) -> bool:
     )
 
 
+def _key_type(field: models.Field, connection: BaseDatabaseWrapper) -> str:
+    key_type = str(field.rel_db_type(connection))  # the column type without AUTO_INCREMENT
+    # MariaDB's native uuid cannot be a JSON_TABLE column's type.
+    return "char(36)" if key_type == "uuid" else key_type
+
+
 def update_from_json(
     connection: BaseDatabaseWrapper,
     table: str,
-    pk: models.Field,
+    key_fields: Sequence[models.Field],
     fields: Sequence[models.Field],
     flagged: Sequence[bool],
     rows: Sequence[tuple[Any, dict[str, Any]]],
     bounds: tuple[str, list[Any]],
 ) -> int:
-    """Write ``rows`` (``(pk, {attname: value})``) to ``table``; returns the statements run.
+    """Write ``rows`` (``(pk, {attname: value})``, pk a tuple for a composite key) to
+    ``table``; returns the statements run.
 
     ``flagged[i]`` says that not every row changed ``fields[i]``: a per-row flag then keeps
     the column's value in the rows that did not.
     """
     qn = connection.ops.quote_name
     target = qn(table)
-    key_type = pk.rel_db_type(connection)  # the column type without AUTO_INCREMENT
-    if key_type == "uuid":  # MariaDB's native type; JSON_TABLE columns cannot be declared so
-        key_type = "char(36)"
-    columns = [f"{qn('_k')} {key_type} PATH '$[0]'"]
+    composite = len(key_fields) > 1
+    columns = []
+    joins = []
+    for j, key in enumerate(key_fields):
+        name = qn(f"_k{j}")
+        columns.append(f"{name} {_key_type(key, connection)} PATH '$[{j}]'")
+        joins.append(f"{target}.{qn(str(key.column))} = v.{name}")
     assignments = []
-    position = 1
-    slots = []
+    position = len(key_fields)
     for i, (field, flag) in enumerate(zip(fields, flagged, strict=True)):
         columns.append(f"{qn(f'_v{i}')} longtext PATH '$[{position}]'")
-        slot = [position]
         position += 1
         value = f"v.{qn(f'_v{i}')}"
         if _is_binary(field, connection):
             value = f"FROM_BASE64({value})"
         if flag:
             columns.append(f"{qn(f'_s{i}')} int PATH '$[{position}]'")
-            slot.append(position)
             position += 1
             current = f"{target}.{qn(str(field.column))}"
             value = f"IF(v.{qn(f'_s{i}')} = 1, {value}, {current})"
-        slots.append(slot)
         assignments.append(f"{target}.{qn(str(field.column))} = {value}")
     where, bound_params = bounds
     sql = (
         f"UPDATE {target} JOIN JSON_TABLE(%s, '$[*]' COLUMNS ({', '.join(columns)})) v "
-        f"ON {target}.{qn(str(pk.column))} = v.{qn('_k')} SET {', '.join(assignments)} "
-        f"WHERE 1 = 1{where}"
+        f"ON {' AND '.join(joins)} SET {', '.join(assignments)} WHERE 1 = 1{where}"
     )
     items = []
-    for key, values in rows:
-        item: list[Any] = [_plain(pk.get_db_prep_save(key, connection))]
+    for pk, values in rows:
+        key_values = pk if composite else (pk,)
+        item: list[Any] = [
+            _plain(key.get_db_prep_save(value, connection))
+            for key, value in zip(key_fields, key_values, strict=True)
+        ]
         for field, flag in zip(fields, flagged, strict=True):
             attname = field.attname
             item.append(_plain(field.get_db_prep_save(values.get(attname), connection)))

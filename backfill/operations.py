@@ -17,6 +17,10 @@ state, through the same engine as ``backfill.update/iterate/cursor``. Its run is
 migration and the operation's position in it, so a ``migrate`` stopped by a signal (or by
 ``max_runtime``) leaves the migration unrecorded and the next ``migrate`` resumes from the
 checkpoint. Failures reach ``migrate`` as ``CommandError`` with the backfill exit codes.
+
+With ``defer=True`` (or ``"auto"`` above a row estimate) the operation records the run as
+pending, described by data (``backfill.recipes``), and returns: ``backfill_pending`` works it
+after deploy, and ``RequireBackfill`` in a later migration waits for it (``backfill.deferred``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from django.core.exceptions import FieldError
 from django.core.management.base import CommandError
 from django.db import models, router
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
@@ -38,17 +41,21 @@ from django.db.migrations.operations.base import Operation, OperationCategory
 from django.db.migrations.state import ProjectState
 from django.db.models import Q, QuerySet
 
-from backfill import api, events
+from backfill import database, deferred, events, recipes
 from backfill.conf import get_setting
 from backfill.exceptions import BackfillError, BadInput, InsideTransaction
 from backfill.models import Run
 from backfill.progress import BarReporter, LogReporter, summary_line
+from backfill.require import RequireBackfill
 from backfill.result import Result
+
+__all__ = ["RequireBackfill", "RunBackfill"]
 
 logger = logging.getLogger("backfill")
 
 STRATEGIES = ("update", "iterate", "cursor")
 PROGRESS_MODES = ("auto", "bar", "log", "none")
+DEFER_MODES = (False, True, "auto")
 Transform = str | Callable[..., Any]
 Lookups = Mapping[str, Any] | Q
 
@@ -69,7 +76,12 @@ class RunBackfill(Operation):
     columns a transform reads. ``filter`` / ``exclude`` are Django lookups (a dict or a ``Q``).
     ``reverse_set`` / ``reverse_transform`` make the operation reversible. ``progress`` is
     ``auto`` (a bar when stderr is a terminal, log lines otherwise), ``bar``, ``log`` or
-    ``none``. The other keyword arguments are run options, as for ``backfill.update``. Not
+    ``none``. ``defer`` is ``False`` (run inline, the default), ``True`` (record the run as
+    pending for ``backfill_pending``) or ``"auto"`` (defer when the table's estimated rows
+    exceed ``defer_above``, default ``BACKFILL["DEFER_ABOVE_ROWS"]``); a deferred backfill must
+    be data (see ``backfill.recipes``). ``needs`` is the lookup of rows still needing the change
+    (``{"author_slug__isnull": True}``), which verification counts for a transform.
+    The other keyword arguments are run options, as for ``backfill.update``. Not
     among them: ``dry_run`` (the migration would be recorded with nothing written),
     ``restart`` (every re-run of migrate would start over instead of resuming) and ``workers``
     (one migrate process works the run).
@@ -99,6 +111,9 @@ class RunBackfill(Operation):
         reverse_set: Mapping[str, Any] | None = None,
         reverse_transform: Transform | None = None,
         progress: str = "auto",
+        defer: bool | str = False,
+        defer_above: int | None = None,
+        needs: Lookups | None = None,
         hints: Mapping[str, Any] | None = None,
         elidable: bool = False,
         batch_size: int | None = None,
@@ -152,6 +167,14 @@ class RunBackfill(Operation):
             raise ValueError(
                 f"RunBackfill progress {progress!r} is not one of {', '.join(PROGRESS_MODES)}."
             )
+        if defer not in DEFER_MODES or not isinstance(defer, (bool, str)):
+            raise ValueError(f"RunBackfill defer={defer!r} is not one of False, True, 'auto'.")
+        if defer_above is not None and (
+            isinstance(defer_above, bool) or not isinstance(defer_above, int) or defer_above < 0
+        ):
+            raise ValueError(
+                f"RunBackfill defer_above={defer_above!r} is not a number of rows (0 or more)."
+            )
         self.model_name = model_name
         self.set = dict(set) if set is not None else None
         self.transform = transform
@@ -163,9 +186,15 @@ class RunBackfill(Operation):
         self.reverse_set = dict(reverse_set) if reverse_set is not None else None
         self.reverse_transform = reverse_transform
         self.progress = progress
+        self.defer = defer
+        self.defer_above = defer_above
+        self.needs = needs
         self.hints = dict(hints or {})
         self.elidable = elidable  # type: ignore[misc]
         self.options: dict[str, Any] = {k: v for k, v in run_options.items() if v is not None}
+        if defer is not False:
+            # Refuse what cannot be stored now, when the migration loads, not after deploy.
+            self.recipe("app")
 
     # -- what Django asks of an operation ----------------------------------------------
 
@@ -184,6 +213,12 @@ class RunBackfill(Operation):
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         if self.progress != "auto":
             kwargs["progress"] = self.progress
+        if self.defer is not False:
+            kwargs["defer"] = self.defer
+        if self.defer_above is not None:
+            kwargs["defer_above"] = self.defer_above
+        if self.needs is not None:
+            kwargs["needs"] = self.needs
         if self.hints:
             kwargs["hints"] = self.hints
         if self.elidable:
@@ -204,6 +239,24 @@ class RunBackfill(Operation):
         else:
             what = str(_callable_name(self.transform))
         return f"Backfill {self.model_name} ({self.strategy}): {what}"
+
+    def model_label(self, app_label: str) -> str:
+        label, _, name = self.model_name.rpartition(".")
+        return f"{label or app_label}.{name}"
+
+    def recipe(self, app_label: str) -> dict[str, Any]:
+        """The forward backfill as data (``backfill.recipes``); ValueError when it cannot be."""
+        return recipes.build(
+            model_label=self.model_label(app_label),
+            strategy=self.strategy,
+            set=self.set,
+            transform=self.transform,
+            fields=self.fields,
+            filter=self.filter,
+            exclude=self.exclude,
+            needs=self.needs,
+            options=self.options,
+        )
 
     @property
     def migration_name_fragment(self) -> str:
@@ -301,8 +354,22 @@ class RunBackfill(Operation):
                     f"{alias!r}. Add ('backfill', '0001_initial') to this migration's "
                     "dependencies so backfill's own migrations run first."
                 )
+            recipe = None if reverse or self.defer is False else self._recipe(app_label)
+            if recipe is not None:
+                recipes.validate(recipe, model, alias)
+                estimate = self._deferral(connection, model)
+                if estimate is not None:
+                    self._record(name, recipe, model, alias, estimate)
+                    return
             reporter = self._reporter()
-            result = self._call(self._queryset(rows), strategy, values, transform, name, reporter)
+            try:
+                result = self._call(
+                    self._queryset(rows), strategy, values, transform, name, reporter
+                )
+            finally:
+                if recipe is not None:
+                    # Verification (RequireBackfill, backfill_verify) rebuilds the run from it.
+                    deferred.attach(name, recipe, using=alias)
         except BackfillError as exc:
             result_of = getattr(exc, "result", None)
             if isinstance(result_of, Result) and self.progress != "none":
@@ -318,6 +385,41 @@ class RunBackfill(Operation):
                     f"{result.total_rows_changed:,}, {result.total_chunks:,} chunks"
                 )
             self._say(done)
+
+    def _recipe(self, app_label: str) -> dict[str, Any]:
+        try:
+            return self.recipe(app_label)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+
+    def _deferral(self, connection: Any, model: type[models.Model]) -> int | None:
+        """The table's estimated rows when the run is to be deferred, else None (run inline)."""
+        estimate = deferred.estimated_rows(connection, model)
+        if self.defer is True:
+            return estimate
+        threshold = self.defer_above
+        if threshold is None:
+            threshold = int(get_setting("DEFER_ABOVE_ROWS"))
+        return estimate if estimate > threshold else None
+
+    def _record(
+        self, name: str, recipe: dict[str, Any], model: type[models.Model], alias: str, rows: int
+    ) -> None:
+        run, created = deferred.record(name, recipe, using=alias, estimated_rows=rows)
+        if run.status == Run.Status.COMPLETED:
+            message = f"Run {name!r} already completed; nothing to do."
+        else:
+            state = "Recorded" if created else f"Run is {run.status}; kept"
+            message = (
+                f"{state} run {name!r} as deferred (~{rows:,} rows in {model._meta.label} on "
+                f"{database.describe(alias)}). Work it after deploy with: "
+                f"{deferred.pending_command(name, alias)}"
+            )
+        if self.progress != "none":
+            self._say("")
+            self._say(message)
+        else:
+            logger.info(message)
 
     def _owner(self) -> tuple[Migration | None, int]:
         """The migration applying this operation, and the operation's index in it.
@@ -382,21 +484,7 @@ class RunBackfill(Operation):
             )
 
     def _queryset(self, rows: QuerySet[Any]) -> QuerySet[Any]:
-        for option, lookups, negate in (
-            ("filter", self.filter, False),
-            ("exclude", self.exclude, True),
-        ):
-            if not lookups:
-                continue
-            q = lookups if isinstance(lookups, Q) else Q(**lookups)
-            try:
-                rows = rows.exclude(q) if negate else rows.filter(q)
-            except (FieldError, ValueError, TypeError) as exc:
-                raise BadInput(
-                    f"{option}={lookups!r}: {exc} Use Django lookups, e.g. "
-                    "{'author__isnull': True}."
-                ) from None
-        return rows
+        return recipes.apply_lookups(rows, self.filter, self.exclude)
 
     def _call(
         self,
@@ -408,19 +496,7 @@ class RunBackfill(Operation):
         reporter: events.Reporter,
     ) -> Result:
         options: dict[str, Any] = {**self.options, "name": name, "reporter": reporter}
-        if strategy == "update":
-            assert values is not None
-            return api.update(rows, set=values, **options)
-        if strategy == "iterate":
-            if values is not None:
-                # Only the columns being set are loaded; the others are not needed.
-                return api.iterate(rows.only(*values), set=values, **options)
-            if self.fields:
-                rows = rows.only(*self.fields)
-            return api.iterate(rows, transform=transform, **options)
-        if values is not None:
-            return api.cursor(rows, set=values, **options)
-        return api.cursor(rows, fields=self.fields, transform=transform, **options)
+        return recipes.call(rows, strategy, values, transform, self.fields, options)
 
     # -- output --------------------------------------------------------------------------
 

@@ -139,3 +139,16 @@ class BarReporter(_Base):
                 self.bar = None
         else:
             self.other(event)
+
+
+def reporter_for(stream: IO[str], mode: str, verbosity: int = 1) -> events.Reporter:
+    """The reporter for ``--progress MODE``: ``auto`` is a bar on a terminal, else log lines."""
+    if verbosity == 0 or mode == "none":
+        return events.ignore
+    if mode == "auto":
+        mode = "bar" if getattr(stream, "isatty", lambda: False)() else "log"
+    if mode == "bar":
+        return BarReporter(stream, verbosity)
+    from backfill.conf import get_setting
+
+    return LogReporter(stream, verbosity, interval=float(get_setting("LOG_INTERVAL")))

@@ -10,29 +10,40 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 
 from backfill import database, events
+from backfill.bisection import failing_row
 from backfill.chunks import Chunk, KeyPlanner
 from backfill.conf import Options, get_setting
 from backfill.exceptions import (
-    BadInput,
+    BackfillError,
     ChunkFailed,
     InsideTransaction,
     Interrupted,
-    TransformFailed,
+    RowFailed,
+    one_line,
 )
+from backfill.expressions import describe_error
 from backfill.ledger import Ledger
 from backfill.models import Run
 from backfill.pacing import Pacer
 from backfill.result import DryRunPlan, Result
 from backfill.signals import StopFlag, stop_on_signals
 from backfill.strategies import ChunkWork, Strategy
+from backfill.validation import (
+    NAME_LENGTH,
+    check_filter,
+    check_name,
+    check_options,
+    check_workers,
+)
 
 logger = logging.getLogger("backfill")
+T = TypeVar("T")
 
 HEARTBEAT_EVERY = 5.0
 WAIT_SLICE = 1.0
@@ -45,7 +56,11 @@ def default_name(strategy: Strategy, spec: dict[str, Any]) -> str:
         json.dumps([strategy.kind, spec, where], sort_keys=True, default=str).encode()
     ).hexdigest()[:8]
     what = spec.get("transform") or "set " + ",".join(spec.get("set", {}))
-    return f"{strategy.kind} {strategy.queryset.model._meta.label} {what} {digest}"[:200]
+    head = f"{strategy.kind} {strategy.queryset.model._meta.label} {what}"
+    # Cut the readable part, never the digest: it is what tells two long names apart.
+    if len(head) > NAME_LENGTH - len(digest) - 1:
+        head = head[: NAME_LENGTH - len(digest) - 2] + "…"
+    return f"{head} {digest}"
 
 
 @contextmanager
@@ -63,37 +78,6 @@ def collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _check_options(options: Options, connection: Any) -> None:
-    positive = {
-        "batch size": options.batch_size,
-        "--max-runtime": options.max_runtime,
-        "--target-chunk-time": options.target_chunk_time,
-        "--max-rate": options.max_rate,
-        "--lock-timeout": options.lock_timeout,
-        "--statement-timeout": options.statement_timeout,
-        "--max-replica-lag": options.max_replica_lag,
-    }
-    for what, value in positive.items():
-        if value is not None and value <= 0:
-            raise BadInput(f"{what} must be positive, got {value!r}. Pass a number above 0.")
-    if options.sleep is not None and options.sleep < 0:
-        raise BadInput(f"--sleep must be 0 or more, got {options.sleep!r}.")
-    if options.workers < 1:
-        raise BadInput(f"--workers must be 1 or more, got {options.workers!r}.")
-    if options.workers > 1 and not connection.features.has_select_for_update_skip_locked:
-        raise BadInput(
-            f"--workers {options.workers} needs PostgreSQL (chunks are claimed with SKIP LOCKED); "
-            f"database {connection.alias!r} is {connection.vendor}. Run with one worker."
-        )
-    if options.count not in ("estimate", "exact"):
-        raise BadInput(f"--count must be 'estimate' or 'exact', got {options.count!r}.")
-    if options.vacuum_every is not None and not 0 < options.vacuum_every <= 1:
-        raise BadInput(
-            f"--vacuum-every must be a share of the table between 0 and 1, got "
-            f"{options.vacuum_every!r} (e.g. 0.1 for every 10%)."
-        )
 
 
 class Runner:
@@ -127,7 +111,12 @@ class Runner:
         self.model = strategy.queryset.model
         self.parallel = parallel or self.options.workers > 1
         self.description = strategy.describe(None)
-        self.name = self.options.name or default_name(strategy, self.description.spec)
+        # An empty --name is refused (check_name), not silently replaced by a derived one.
+        self.name = (
+            self.options.name
+            if self.options.name is not None
+            else default_name(strategy, self.description.spec)
+        )
         # The filter is part of what a run does: resuming a named run with another filter
         # would skip or add rows, so it is stored and compared like the transform.
         where = strategy.queryset.query.where
@@ -136,19 +125,26 @@ class Runner:
     # -- entry point --------------------------------------------------------------------
 
     def run(self) -> Result:
-        _check_options(self.options, self.connection)
+        # A server that cannot be reached at all is a setup problem, reported at once; one lost
+        # later (a restart) is waited for (see _retried).
+        self.connection.ensure_connection()
+        check_options(self.options)
+        check_name(self.name, given=self.options.name is not None)
+        check_workers(self.options.workers, self.connection, count_connections=False)
         if self.connection.in_atomic_block:
             raise InsideTransaction(
                 "A backfill commits chunk by chunk and cannot run inside a transaction "
                 "(atomic block). In a migration set `atomic = False` on the Migration class; "
                 "elsewhere call it outside transaction.atomic()."
             )
+        check_filter(self.strategy.queryset)
         planner = KeyPlanner(self.model, self.connection)
         if self.options.dry_run:
             return self.dry_run(planner)
         ledger = Ledger(self.using, planner, lease=float(get_setting("LEASE_SECONDS")))
         assert self.options.batch_size is not None
-        run, resumed = ledger.start(
+        run, resumed = self._retried(
+            ledger.start,
             name=self.name,
             strategy=self.strategy.kind,
             model_label=self.model._meta.label,
@@ -181,7 +177,7 @@ class Runner:
                     self._abort(ledger, run, self.clock() - started)
         finally:
             try:
-                ledger.leave(run)
+                self._retried(ledger.leave, run)
             except DatabaseError:
                 logger.warning(
                     "Could not deregister worker of run %r; its lease will expire.", self.name
@@ -251,27 +247,25 @@ class Runner:
                     and ledger.plan(run, pacer.size)
                 ):
                     continue
-            except TransformFailed as exc:
+            except ChunkFailed as exc:
                 self._fail(ledger, run, str(exc))
                 raise
             except DatabaseError as exc:
                 reason = database.transient_reason(exc)
                 attempt += 1
+                if reason is None and claim_chunk is not None:
+                    self._fail_on_row(ledger, run, claim_chunk, exc, lock)
                 if reason is None or attempt > retries:
                     why = reason or "not a transient error"
                     message = (
-                        f"Chunk after pk {claim_chunk.lo if claim_chunk else '?'!r} failed "
-                        f"({why}) after {attempt} attempt(s): {type(exc).__name__}: "
-                        f"{str(exc).strip()}. Earlier chunks are committed; re-run the same "
-                        "command to resume."
+                        f"{self._chunk_name(claim_chunk)} failed ({why}) after {attempt} "
+                        f"attempt(s): {type(exc).__name__}: {one_line(exc)}. Earlier chunks are "
+                        "committed; re-run the same command to resume."
                     )
                     self._fail(ledger, run, message)
                     raise ChunkFailed(message) from exc
                 self._recover(ledger, reason, pacer, claim_chunk)
-                delay = min(
-                    float(get_setting("RETRY_BACKOFF")) * 2 ** (attempt - 1),
-                    float(get_setting("RETRY_BACKOFF_MAX")),
-                )
+                delay = self._backoff(attempt)
                 self.report(
                     events.Retrying(
                         reason,
@@ -292,6 +286,19 @@ class Runner:
                 )
                 self._pause(delay, ledger, run)
                 continue
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                # Code of the application's (a save() signal, a custom field) that raised
+                # something other than a database error: the chunk rolled back; fail the run
+                # with one line instead of leaving it running behind a traceback.
+                message = (
+                    f"{self._chunk_name(claim_chunk)} failed: {type(exc).__name__}: "
+                    f"{one_line(exc)}. Its chunk was rolled back; earlier chunks are committed. "
+                    "Re-run the same command to resume."
+                )
+                self._fail(ledger, run, message)
+                raise ChunkFailed(message) from exc
             attempt = 0
             if claim.requested:
                 status = Run.Status.CANCELLED if claim.requested == "cancel" else Run.Status.PAUSED
@@ -339,7 +346,7 @@ class Runner:
                 if delay >= WAIT_SLICE and opts.max_rate and delay > (opts.sleep or 0.0):
                     self.report(events.Waiting(f"rate cap {opts.max_rate:g} rows/s", delay))
                 self._pause(delay, ledger, run)
-        finished = ledger.finish(run)
+        finished = self._retried(ledger.finish, run)
         elapsed = self.clock() - started
         message = (
             f"Completed run {self.name!r}."
@@ -351,6 +358,39 @@ class Runner:
         return result
 
     # -- helpers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _chunk_name(chunk: Chunk | None) -> str:
+        return f"Chunk after pk {chunk.lo if chunk else '?'!r}"
+
+    def _fail_on_row(
+        self, ledger: Ledger, run: Run, chunk: Chunk, error: DatabaseError, lock: bool
+    ) -> None:
+        """Raise RowFailed naming the row the database refused, when it can be found."""
+        if not self.connection.is_usable():
+            self.connection.close()
+        opts = self.options
+
+        def prepare() -> None:
+            database.set_local_timeouts(self.connection, opts.lock_timeout, opts.statement_timeout)
+
+        try:
+            with database.chunk_session(self.connection, opts.lock_timeout, opts.statement_timeout):
+                found = failing_row(self.strategy, chunk, lock=lock, prepare=prepare)
+        except (DatabaseError, BackfillError) as exc:
+            logger.warning("Could not narrow the failed chunk to its row: %s", exc)
+            return
+        if found is None:
+            return
+        pk, row_error = found
+        message = (
+            f"{self.model._meta.label} pk={pk!r} was refused by the database: "
+            f"{type(row_error).__name__}: {describe_error(row_error)}. Its chunk was rolled "
+            "back. Earlier chunks are committed; fix the row or the backfill and re-run the same "
+            "command to resume."
+        )
+        self._fail(ledger, run, message)
+        raise RowFailed(message, pk=pk) from error
 
     def _announce(self, ledger: Ledger, run: Run, resumed: bool) -> None:
         """Report the start of the work, and what this run reads and cannot honour."""
@@ -457,6 +497,44 @@ class Runner:
             if self.parallel and chunk is not None:
                 self._quietly(ledger.split, chunk)
 
+    def _retried(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Ledger work outside a chunk (starting, finishing, the closing summary), retried with
+        backoff on the errors a chunk is retried on: a lost connection or a restarting server
+        must not leave a run ``running`` with its work done.
+        """
+        retries = int(self.options.retries or 0)
+        attempt = 0
+        while True:
+            try:
+                return func(*args, **kwargs)
+            except DatabaseError as exc:
+                reason = database.transient_reason(exc)
+                attempt += 1
+                if reason is None or attempt > retries:
+                    raise
+                if not self.connection.is_usable():
+                    self.connection.close()
+                delay = self._backoff(attempt)
+                name = getattr(func, "__name__", "bookkeeping")
+                logger.warning("Retrying %s in %.1f s (%s)", name, delay, reason)
+                size = self.options.batch_size or 0
+                self.report(events.Retrying(reason, attempt, retries, delay, size, one_line(exc)))
+                self._sleep(delay)
+
+    @staticmethod
+    def _backoff(attempt: int) -> float:
+        first = float(get_setting("RETRY_BACKOFF"))
+        return min(first * 2.0 ** (attempt - 1), float(get_setting("RETRY_BACKOFF_MAX")))
+
+    def _settle(self, ledger: Ledger, run: Run, status: str, error: str = "") -> None:
+        """Record how the run ended, retried; logged when the database stays away."""
+        try:
+            self._retried(ledger.stop, run, status, error)
+        except DatabaseError as exc:
+            logger.warning("Could not record run %r as %s: %s", self.name, status, exc)
+            if not self.connection.is_usable():
+                self.connection.close()
+
     def _quietly(self, func: Callable[..., Any], *args: Any) -> None:
         """Bookkeeping that may fail while the database is away; the next chunk retries."""
         try:
@@ -504,9 +582,9 @@ class Runner:
             "is after the last committed chunk. Re-run the same command to resume run "
             f"{self.name!r}."
         )
-        self._quietly(ledger.stop, run, Run.Status.STOPPED)
+        self._settle(ledger, run, Run.Status.STOPPED)
         try:
-            fresh = ledger.refresh(run)
+            fresh = self._retried(ledger.refresh, run)
             result = self._result(
                 ledger,
                 run,
@@ -531,7 +609,7 @@ class Runner:
 
     def _fail(self, ledger: Ledger, run: Run, message: str) -> None:
         logger.error(message)
-        self._quietly(ledger.stop, run, Run.Status.FAILED, message)
+        self._settle(ledger, run, Run.Status.FAILED, message)
 
     def _interrupt(
         self,
@@ -544,8 +622,8 @@ class Runner:
         chunks: int,
         elapsed: float,
     ) -> Result:
-        self._quietly(ledger.stop, run, status)
-        fresh = ledger.refresh(run)
+        self._settle(ledger, run, status)
+        fresh = self._retried(ledger.refresh, run)
         if status == Run.Status.CANCELLED:
             by = f" by {fresh.requested_by}" if fresh.requested_by else ""
             message = (
@@ -575,7 +653,7 @@ class Runner:
         elapsed: float,
         message: str,
     ) -> Result:
-        fresh = ledger.refresh(run)
+        fresh = self._retried(ledger.refresh, run)
         checkpoint = None if fresh.status == Run.Status.COMPLETED else ledger.checkpoint(fresh)
         return Result(
             name=self.name,
@@ -642,7 +720,7 @@ class Runner:
             return [], []
         from backfill.strategies import key_range
 
-        qs = self.strategy.queryset.filter(key_range(chunk)).order_by("pk")
+        qs = self.strategy.queryset.filter(key_range(chunk, self.model)).order_by("pk")
         sql, params = qs.query.sql_with_params()
         # The model's own tables only (MTI parents too): a join to a small table may well be
         # scanned, and a table that fits in one chunk is best read whole.

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from django.apps import apps
 from django.db import models
 
+from backfill import keys
 from backfill.exceptions import BadInput
 
 
@@ -53,6 +54,11 @@ def label(model: type[models.Model]) -> str:
 def writable_field(model: type[models.Model], name: str, *, purpose: str) -> models.Field:
     """A concrete, non-pk column of ``model`` that a backfill may write."""
     field = column_field(model, name, purpose=purpose)
+    if not field.primary_key and field in keys.key_fields(model):
+        raise BadInput(
+            f"{purpose} {name!r} is part of the composite primary key of {label(model)}; chunks "
+            "are keyed on it, so it cannot be changed by a backfill. Set another field."
+        )
     if field.primary_key:
         raise BadInput(
             f"{purpose} {name!r} is the primary key of {label(model)}; chunks are keyed on it, so "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.aborting = False
 
     def set(self, reason: str) -> None:
         if self.reason is None:
@@ -37,7 +39,12 @@ def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
     def handle(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if flag and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            # Once: a third Ctrl-C must not interrupt the rollback and the clean-up that the
+            # second one started.
+            if not flag.aborting:
+                flag.aborting = True
+                raise KeyboardInterrupt
+            return
         flag.set(name)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -46,3 +53,26 @@ def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+COMMANDS = frozenset({"backfill_update", "backfill_iterate", "backfill_cursor"})
+# Set by a signal that arrives while Django starts a backfill command (see catch_early).
+EARLY = StopFlag()
+
+
+def catch_early() -> None:
+    """When this process is ``manage.py backfill_*``, turn a SIGINT/SIGTERM that arrives while
+    Django loads its apps into ``EARLY`` instead of a KeyboardInterrupt traceback; the command
+    then exits 3 before it starts anything. Any other process keeps its handlers untouched.
+    """
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        EARLY.set(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL):
+            signal.signal(sig, handle)

@@ -17,14 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS
-from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from backfill import schema
 from backfill.conf import get_setting
 from backfill.database import check_alias
 from backfill.exceptions import BadInput
-from backfill.models import Chunk, Run, Worker
+from backfill.models import Chunk, Run, RunRecipe, Worker
 
 # Shown instead of "running" when no worker of the run has sent a heartbeat within the lease:
 # the process died (kill -9, a crash, a lost host) and nothing is working the run.
@@ -100,11 +100,14 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def annotated(queryset: QuerySet[Run]) -> QuerySet[Run]:
-    """Runs with ``pending_chunks``, ``lowest_pending`` (a chunk's ``lo``) and their workers."""
+    """Runs with ``pending_chunks``, ``lowest_pending`` (a chunk's ``lo``), ``deferred_run``
+    (recorded by a deferred RunBackfill) and their workers.
+    """
     pending = Chunk.objects.filter(run=OuterRef("pk"), status=Chunk.Status.PENDING)
     return queryset.annotate(
         pending_chunks=Count("chunks", filter=Q(chunks__status=Chunk.Status.PENDING)),
         lowest_pending=Subquery(pending.order_by("id").values("lo")[:1]),
+        deferred_run=Exists(RunRecipe.objects.filter(name=OuterRef("name"), deferred=True)),
     ).prefetch_related(Prefetch("workers", queryset=Worker.objects.order_by("host", "pid")))
 
 
@@ -138,6 +141,10 @@ def resume_command(run: Run, using: str = DEFAULT_DB_ALIAS) -> str | None:
     """
     if run.status == Run.Status.COMPLETED:
         return None
+    if getattr(run, "deferred_run", False):
+        from backfill.deferred import pending_command
+
+        return pending_command(run.name, using, restart=run.status == Run.Status.CANCELLED)
     spec = run.spec or {}
     args: list[str] = ["python", "manage.py", f"backfill_{run.strategy}", run.model_label]
     values = spec.get("set")

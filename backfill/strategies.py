@@ -19,9 +19,10 @@ from django.db.models import Expression, F, Func, Q, QuerySet, Value, signals
 from django.db.models.base import ModelState
 from django.db.models.sql import UpdateQuery
 
-from backfill import reading
+from backfill import keys, reading
 from backfill.bulk import BulkWriter, Change
 from backfill.chunks import Chunk
+from backfill.columns import check_changes, check_guards, expression_guards
 from backfill.exceptions import TransformFailed
 from backfill.transforms import Transform
 
@@ -96,7 +97,7 @@ def holds_mutable(field: models.Field) -> bool:
 
 
 def transform_failed(
-    transform: Transform, model: type[models.Model], pk: Any, error: Exception
+    transform: Transform, model: type[models.Model], pk: Any, error: BaseException
 ) -> TransformFailed:
     """The error for a transform that raised on row ``pk`` (its chunk rolls back)."""
     return TransformFailed(
@@ -112,7 +113,10 @@ def no_key_lock(using: str) -> bool:
     return bool(connections[using].features.has_select_for_no_key_update)
 
 
-def key_range(chunk: Chunk) -> Q:
+def key_range(chunk: Chunk, model: type[models.Model] | None = None) -> Q:
+    """The rows of ``chunk``; pass the ``model`` of a composite key (see ``keys.range_q``)."""
+    if model is not None and keys.is_composite(model):
+        return keys.range_q(model, chunk.lo, chunk.hi)
     if chunk.lo is None:
         return Q(pk__lte=chunk.hi)
     return Q(pk__gt=chunk.lo, pk__lte=chunk.hi)
@@ -176,14 +180,17 @@ class UpdateStrategy:
             rhs = value if hasattr(value, "resolve_expression") else self._literal(name, value)
             differs |= Q(IsDistinctFrom(F(name), rhs))
         self.differs = differs
+        self.guards = expression_guards(self.model, self.values)
 
     def _literal(self, name: str, value: Any) -> Value:
         return Value(value, output_field=self.model._meta.get_field(name))
 
     def _chunk_qs(self, chunk: Chunk) -> QuerySet[Any]:
-        return self.queryset.filter(key_range(chunk)).filter(self.differs)
+        return self.queryset.filter(key_range(chunk, self.model)).filter(self.differs)
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
+        if self.guards:
+            check_guards(self._chunk_qs(chunk), self.guards)
         return ChunkWork(None, self._chunk_qs(chunk).update(**self.values))
 
     def preview(self, chunk: Chunk) -> list[PreviewRow]:
@@ -224,8 +231,12 @@ class UpdateStrategy:
 def write_changes(
     model: type[models.Model], using: str, changes: list[Change], chunk: Chunk
 ) -> int:
-    """Write a chunk's changed rows in bulk (bounded by the chunk's keys); rows written."""
-    return BulkWriter(model, connections[using]).write(changes, chunk.lo, chunk.hi)
+    """Check every new value against its column, then write a chunk's changed rows in bulk
+    (bounded by the chunk's keys); rows written. Raises ValueRejected naming the row.
+    """
+    connection = connections[using]
+    check_changes(model, connection, changes)
+    return BulkWriter(model, connection).write(changes, chunk.lo, chunk.hi)
 
 
 class IterateStrategy:
@@ -243,7 +254,7 @@ class IterateStrategy:
         self.concrete = {f.attname: f for f in self.model._meta.concrete_fields}
 
     def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
-        qs = self.queryset.filter(key_range(chunk)).order_by("pk")
+        qs = self.queryset.filter(key_range(chunk, self.model)).order_by("pk")
         return qs.select_for_update(no_key=no_key_lock(qs.db)) if lock else qs
 
     def _plain_model(self) -> bool:
@@ -301,7 +312,8 @@ class IterateStrategy:
         per changed row (``new`` holds the changed attnames only), stopping after ``limit``.
         The hot loop of the iterate strategy.
         """
-        pk_attname = self.model._meta.pk.attname
+        key_of = keys.row_key(self.model)
+        key_attnames = {f.attname for f in keys.key_fields(self.model)}
         func = self.transform.func
         changes: list[tuple[Any, Any, dict[str, Any] | None, dict[str, Any]]] = []
         loaded: list[str] = []
@@ -315,7 +327,9 @@ class IterateStrategy:
                     state = obj.__dict__
                     if not read:
                         deferred = obj.get_deferred_fields()
-                        loaded = [a for a in self.concrete if a not in deferred and a != pk_attname]
+                        loaded = [
+                            a for a in self.concrete if a not in deferred and a not in key_attnames
+                        ]
                         if loaded:
                             snapshot = itemgetter(*loaded)
                         # By type, not by the first row's values: its JSON may be text or null.
@@ -324,22 +338,33 @@ class IterateStrategy:
                             for a in loaded
                         )
                     read += 1
-                    pk = state[pk_attname]
+                    pk = key_of(state)
                     before = snapshot(state)
                     if mutable:
                         before = copy.deepcopy(before)
                     width = len(state)
                     if func(obj) is False:
                         continue
+                    if key_of(state) != pk:
+                        raise ValueError(
+                            f"it changed the primary key to {key_of(state)!r}; chunks are "
+                            "keyed on it, so a backfill never changes it"
+                        )
                     if snapshot(state) == before and len(state) == width:
                         continue
-                    old_values = before if len(loaded) > 1 else (before,)
+                    # itemgetter gives a bare value for one name, a tuple for several or none.
+                    old_values = before if len(loaded) != 1 else (before,)
                     old = {a: v for a, v in zip(loaded, old_values, strict=True) if state[a] != v}
                     new = {a: state[a] for a in old}
                     if len(state) != width:
                         # The transform set a deferred field: a change, its old value unknown.
                         for a in self.concrete:
-                            if a in state and a not in loaded and a != pk_attname and a not in new:
+                            if (
+                                a in state
+                                and a not in loaded
+                                and a not in key_attnames
+                                and a not in new
+                            ):
                                 new[a] = state[a]
                                 old[a] = "(not loaded)"
                     if new:
@@ -347,15 +372,21 @@ class IterateStrategy:
                         changes.append((obj, pk, old, new) if detail else (None, pk, None, new))
                         if limit is not None and len(changes) >= limit:
                             break
-        except (DatabaseError, TransformFailed):
+        except (DatabaseError, TransformFailed, KeyboardInterrupt):
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit and the like too: a transform never ends the process or the run.
             raise transform_failed(self.transform, self.model, pk, exc) from exc
         return read, changes
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
         read, changes = self._scan(chunk, lock, detail=self.save)
         if self.save:
+            check_changes(
+                self.model,
+                connections[self.queryset.db],
+                [(pk, new) for _o, pk, _d, new in changes],
+            )
             for obj, _pk, _old, new in changes:
                 obj.save(update_fields=[self.concrete[a].name for a in new], using=self.queryset.db)
             return ChunkWork(read, len(changes))
@@ -416,13 +447,14 @@ class CursorStrategy:
         # What a transform may return, by name or attname: the column it writes and where
         # the row holds its old value (None when the column was not read).
         self.slots: dict[str, tuple[str, int | None]] = {}
+        key_fields = keys.key_fields(self.model)
         for f in opts.concrete_fields:
-            if not f.primary_key:
+            if not f.primary_key and f not in key_fields:
                 slot = (f.attname, positions.get(f.attname))
                 self.slots[f.name] = self.slots[f.attname] = slot
 
     def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
-        qs = self.queryset.filter(key_range(chunk)).order_by("pk")
+        qs = self.queryset.filter(key_range(chunk, self.model)).order_by("pk")
         if lock:
             # NO KEY: the key never changes, so inserts referencing these rows are not blocked.
             qs = qs.select_for_update(no_key=no_key_lock(qs.db))
@@ -441,6 +473,10 @@ class CursorStrategy:
             rows: Iterator[Sequence[Any]] = itertools.chain.from_iterable(batches)
             if converters:
                 rows = compiler.apply_converters(rows, converters)
+            width = len(keys.key_fields(self.model))
+            if width > 1:
+                # "pk" of a composite key selects its columns: hand the transform their tuple.
+                rows = ((tuple(row[:width]), *row[width:]) for row in rows)
             yield rows
 
     def _scan(
@@ -488,9 +524,9 @@ class CursorStrategy:
                         )
                         if limit is not None and len(changes) >= limit:
                             break
-        except (DatabaseError, TransformFailed):
+        except (DatabaseError, TransformFailed, KeyboardInterrupt):
             raise
-        except Exception as exc:
+        except BaseException as exc:
             raise transform_failed(self.transform, self.model, values[0], exc) from exc
         return read, changes
 

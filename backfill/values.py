@@ -7,11 +7,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connection, models
 
 from backfill import schema
+from backfill.columns import column_check
 from backfill.exceptions import BadInput
 
+# Text columns take text: a JSON number or list is not silently written as its repr.
+STRICT_TEXT = (models.CharField, models.TextField, models.SlugField)
 TRUE_WORDS = {"true", "yes", "on", "1", "t", "y"}
 FALSE_WORDS = {"false", "no", "off", "0", "f", "n"}
 
@@ -44,9 +47,19 @@ def clean_value(field: models.Field, value: Any, *, option: str, raw: str) -> An
                 "Pass a value, or make the field nullable first."
             )
         return None
+    if isinstance(field, models.IntegerField) and (
+        isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())
+    ):
+        # int() would make 5.5 into 5 and true into 1 without a word.
+        raise BadInput(
+            f"{option} {raw!r}: {field.model._meta.label}.{field.name} holds whole numbers; "
+            f"{value!r} is not one. Pass a whole number."
+        )
     try:
         if isinstance(field, models.BooleanField) and isinstance(value, str):
             value = parse_bool(value, what=f"{option} {raw!r}")
+        if type(field) in STRICT_TEXT and not isinstance(value, str):
+            raise ValidationError(f"{value!r} is not text; quote it as a JSON string.")
         value = field.to_python(value)
         if value is None and not field.null:
             # to_python turns "" into None for some fields (dates, JSON, ...).
@@ -54,8 +67,8 @@ def clean_value(field: models.Field, value: Any, *, option: str, raw: str) -> An
         field.run_validators(value)
         if field.choices and value not in {c for c, _ in field.flatchoices}:
             raise ValidationError(f"{value!r} is not one of the field's choices")
-    except ValidationError as exc:
-        reason = "; ".join(exc.messages)
+    except (ValidationError, OverflowError, ValueError, TypeError) as exc:
+        reason = "; ".join(exc.messages) if isinstance(exc, ValidationError) else f"{exc}."
         raise BadInput(
             f"{option} {raw!r}: {field.model._meta.label}.{field.name} rejects the value: "
             f"{reason} Pass a value the field accepts."
@@ -65,6 +78,13 @@ def clean_value(field: models.Field, value: Any, *, option: str, raw: str) -> An
             f"{option} {raw!r}: the value is {len(value)} characters but "
             f"{field.model._meta.label}.{field.name} holds at most {field.max_length}. "
             "Pass a shorter value."
+        )
+    # What the column will store, as every written value is checked (backfill.columns).
+    problem = column_check(field, connection)(value)
+    if problem:
+        raise BadInput(
+            f"{option} {raw!r}: the value {problem}, so "
+            f"{field.model._meta.label}.{field.name} cannot hold it as given. Pass another value."
         )
     return value
 

@@ -325,7 +325,7 @@ class ParallelRunner(Runner):
                     f"Worker pid {died[0].pid} {died[0].describe_exit()}; its chunk in flight "
                     f"was rolled back and everything committed is checkpointed. {resume}"
                 )
-                self._quietly(ledger.stop, run, Run.Status.FAILED, message)
+                self._settle(ledger, run, Run.Status.FAILED, message)
             logger.error(message)
             result = self._result(ledger, run, "failed", scanned, changed, chunks, elapsed, message)
             self.report(events.Finished(result))

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "example_site.blog",
     "tests.testapp",
     "tests.migrapp",
+    "tests.contractapp",
 ]
 
 MIDDLEWARE = [

@@ -142,7 +142,7 @@ def test_a_second_process_on_a_running_run_exits_4_at_once(
 ) -> None:
     make_counters(400)
     command = ("backfill_iterate", "testapp.Counter", "--transform", SLOW, "--batch-size", "50")
-    first = spawn_manage(*command, env={"BACKFILL_TEST_ROW_SECONDS": "0.004"})
+    first = spawn_manage(*command, env={"BACKFILL_TEST_ROW_SECONDS": "0.02"})
     wait_for(chunks_done_at_least(1), "the first process to work")
 
     second = run_manage(*command, timeout=30)
@@ -164,7 +164,7 @@ def test_workers_do_not_join_a_single_process_run(
 ) -> None:
     make_counters(400)
     command = ("backfill_iterate", "testapp.Counter", "--transform", SLOW, "--batch-size", "50")
-    first = spawn_manage(*command, env={"BACKFILL_TEST_ROW_SECONDS": "0.004"})
+    first = spawn_manage(*command, env={"BACKFILL_TEST_ROW_SECONDS": "0.02"})
     wait_for(chunks_done_at_least(1), "the first process to work")
 
     second = run_manage(*command, "--workers", "2", timeout=30)

@@ -214,7 +214,7 @@ def test_verbosity_0_still_prints_errors(run_manage: RunManage) -> None:
     assert quiet.stdout == ""
     assert quiet.stderr.splitlines() == [
         "CommandError: Unknown field 'autor' on blog.BlogPost (--set). Did you mean 'author' or "
-        "'author_slug'? Fields: id, title, author, author_slug."
+        "'author_slug'? Fields: id, title, author, author_slug, status."
     ]
 
 

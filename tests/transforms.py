@@ -68,3 +68,62 @@ def terminate_my_session() -> None:
     pid = connection.connection.info.backend_pid
     with other_connection() as other:
         other.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+
+
+# -- transforms that misbehave (tests/test_trust.py) ---------------------------------------
+
+LONG_AUTHOR = "x" * 100
+
+
+def long_author(obj: Any) -> None:
+    obj.author = LONG_AUTHOR
+
+
+def long_author_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"author": LONG_AUTHOR}
+
+
+def padded_author(obj: Any) -> None:
+    """60 characters and three spaces: PostgreSQL would cut the spaces without a word."""
+    obj.author = "y" * 60 + "   "
+
+
+def nul_author(obj: Any) -> None:
+    obj.author = "a\x00b"
+
+
+def surrogate_author_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"author": "caf\udce9"}
+
+
+def huge_hits(obj: Any) -> None:
+    obj.hits = 2**40
+
+
+def exit_seven(obj: Any) -> None:
+    raise SystemExit(7)
+
+
+def interrupt(obj: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def move_primary_key(obj: Any) -> None:
+    obj.pk = obj.pk + 1
+    obj.name = "moved"
+
+
+def same_code(obj: Any) -> None:
+    obj.code = "same"
+
+
+# The value the property tests (tests/test_properties.py) make a transform return.
+GENERATED: Any = None
+
+
+def generated_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"author": GENERATED}
+
+
+def generated_instance(obj: Any) -> None:
+    obj.author = GENERATED

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from argparse import ArgumentParser
-from typing import Any, NoReturn
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS, models
 
 from backfill import events, schema
 from backfill.database import check_alias
-from backfill.exceptions import (
-    BackfillError,
-    BadInput,
-    ChunkFailed,
-    Interrupted,
-    TransformFailed,
-)
+from backfill.exceptions import BadInput, Interrupted, TransformFailed, ValueRejected
 from backfill.filters import parse_filters
-from backfill.progress import BarReporter, LogReporter, summary_line
+from backfill.management.edge import EdgeCommand, check_text_options
+from backfill.progress import reporter_for, summary_line
 from backfill.result import Result
 from backfill.values import parse_set
 
@@ -36,7 +30,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-class BackfillCommand(BaseCommand):
+class BackfillCommand(EdgeCommand):
     """Base of backfill_update / backfill_iterate / backfill_cursor."""
 
     strategy = ""
@@ -173,16 +167,6 @@ class BackfillCommand(BaseCommand):
             raise BadInput("Pass either --set/--set-json or --transform, not both.")
         return parse_set(model, options["set"], options["set_json"])
 
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        if not parser.called_from_command_line:
-            # call_command: a usage error is bad input (exit 2), as argparse exits on a terminal.
-            def error(message: str) -> NoReturn:
-                raise CommandError(f"Error: {message}", returncode=BadInput.exit_code)
-
-            parser.error = error  # type: ignore[method-assign]
-        return parser
-
     def run_backfill(
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
     ) -> Result:
@@ -191,29 +175,33 @@ class BackfillCommand(BaseCommand):
     # -- the shared flow ---------------------------------------------------------------
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            check_alias(options["database"])
-            model = schema.resolve_model(options["model"])
-            if options.get("only") and options.get("defer"):
-                raise BadInput("--only and --defer cannot be used together; pass one of them.")
-            where = parse_filters(
-                model, options["filter"], options["exclude"], using=options["database"]
+        stop = getattr(self, "stop", None)
+        if stop:
+            raise CommandError(
+                f"Stopped by {stop.reason} while Django was starting; nothing was started. "
+                "Run the command again.",
+                returncode=Interrupted.exit_code,
             )
-            queryset = model._base_manager.using(options["database"]).filter(where)
+        check_text_options(options)
+        check_alias(options["database"])
+        model = schema.resolve_model(options["model"])
+        if options.get("only") is not None and options.get("defer") is not None:
+            raise BadInput("--only and --defer cannot be used together; pass one of them.")
+        where = parse_filters(
+            model, options["filter"], options["exclude"], using=options["database"]
+        )
+        queryset = model._base_manager.using(options["database"]).filter(where)
+        try:
             result = self.run_backfill(model, queryset, options, **self.common(options))
         except Interrupted as exc:
-            self.render(exc.result, options)
+            self.render(exc.result, options, exit_code=exc.exit_code)
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
-        except TransformFailed as exc:
+        except (TransformFailed, ValueRejected) as exc:
             raise CommandError(
                 f"{exc}. Its chunk was rolled back; earlier chunks are committed. Fix the "
                 "transform and re-run the same command to resume.",
                 returncode=exc.exit_code,
             ) from exc
-        except ChunkFailed as exc:
-            raise CommandError(str(exc), returncode=exc.exit_code) from exc
-        except BackfillError as exc:
-            raise CommandError(str(exc), returncode=exc.exit_code) from exc
         self.render(result, options)
 
     def common(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -234,27 +222,22 @@ class BackfillCommand(BaseCommand):
             "count": options["count"],
             "workers": options["workers"],
             "reporter": self.reporter(options),
+            # Set by SIGINT/SIGTERM from the command's first line (EdgeCommand); the engine
+            # checks it between chunks.
+            "stop": getattr(self, "stop", None),
         }
 
     def reporter(self, options: dict[str, Any]) -> events.Reporter:
-        verbosity = int(options.get("verbosity", 1))
-        mode = options["progress"]
-        if verbosity == 0 or mode == "none" or options["dry_run"]:
+        if options["dry_run"]:
             return events.ignore
         stream: Any = self.stderr._out
-        if mode == "auto":
-            mode = "bar" if getattr(stream, "isatty", lambda: False)() else "log"
-        if mode == "bar":
-            return BarReporter(stream, verbosity)
-        from backfill.conf import get_setting
-
-        return LogReporter(stream, verbosity, interval=float(get_setting("LOG_INTERVAL")))
+        return reporter_for(stream, options["progress"], int(options.get("verbosity", 1)))
 
     # -- output ------------------------------------------------------------------------
 
-    def render(self, result: Result, options: dict[str, Any]) -> None:
+    def render(self, result: Result, options: dict[str, Any], *, exit_code: int = 0) -> None:
         if options["json"]:
-            self.stdout.write(json.dumps(result.as_dict(), default=str))
+            self.write_json({**result.as_dict(), "exit_code": exit_code})
             return
         if int(options.get("verbosity", 1)) == 0:
             return

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
+from pathlib import Path
 
 from django.db import models
+
+# For the start-up signal test: say that Django is loading the models, then take a while.
+if os.environ.get("BACKFILL_TEST_STARTUP_MARKER"):
+    Path(os.environ["BACKFILL_TEST_STARTUP_MARKER"]).write_text("loading")
+    time.sleep(float(os.environ.get("BACKFILL_TEST_STARTUP_PAUSE", "2")))
 
 
 class UUIDItem(models.Model):
@@ -91,3 +99,26 @@ class Tagged(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Ticket(models.Model):
+    """A unique column: a backfill that gives two rows one code is refused by the database."""
+
+    code = models.CharField(max_length=20, unique=True)
+    seat = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class TenantItem(models.Model):
+    """A composite primary key (tenant_id, id): keyset order is tuple order, not id order."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "id")
+    tenant_id = models.IntegerField()
+    id = models.IntegerField()
+    name = models.CharField(max_length=50)
+    hits = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"TenantItem {self.tenant_id}/{self.id}"

@@ -34,7 +34,9 @@ class Command(BackfillCommand):
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
     ) -> Result:
         fields = (
-            schema.field_list(model, options["only"], purpose="--only") if options["only"] else None
+            schema.field_list(model, options["only"], purpose="--only")
+            if options["only"] is not None
+            else None
         )
         values = self.set_values(model, options)
         if values:

@@ -36,9 +36,9 @@ class Command(BackfillCommand):
     def run_backfill(
         self, model: type[models.Model], queryset: Any, options: dict[str, Any], **common: Any
     ) -> Result:
-        if options["only"]:
+        if options["only"] is not None:
             queryset = queryset.only(*schema.field_list(model, options["only"], purpose="--only"))
-        if options["defer"]:
+        if options["defer"] is not None:
             queryset = queryset.defer(
                 *schema.field_list(model, options["defer"], purpose="--defer")
             )

@@ -5,12 +5,13 @@ from argparse import ArgumentParser
 from datetime import datetime
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from backfill import status
 from backfill.exceptions import BackfillError
+from backfill.management.edge import EdgeCommand
 from backfill.status import RunStatus
 
 COLUMNS = [
@@ -40,7 +41,7 @@ def _checkpoint(run: RunStatus) -> str:
     return "start" if run.checkpoint is None else run.checkpoint
 
 
-class Command(BaseCommand):
+class Command(EdgeCommand):
     help = (
         "List backfill runs (status, progress, rows, rate, heartbeat, checkpoint), "
         "or show one run in detail with NAME."

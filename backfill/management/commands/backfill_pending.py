@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import CommandError
+from django.db import DEFAULT_DB_ALIAS
+
+from backfill import deferred
+from backfill.exceptions import BackfillError, BadInput, Interrupted
+from backfill.management.edge import EdgeCommand
+from backfill.progress import reporter_for, summary_line
+from backfill.result import Result
+
+
+class Command(EdgeCommand):
+    help = (
+        "Work the backfill runs that migrations deferred (RunBackfill(defer=...)), oldest first, "
+        "each to completion; re-run to resume. --sweep NAME re-works the rows verification "
+        "still finds."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("names", nargs="*", metavar="NAME", help="Only these runs.")
+        parser.add_argument(
+            "--sweep",
+            action="store_true",
+            help="Re-work only the rows of each NAME that backfill_verify still finds.",
+        )
+        parser.add_argument(
+            "--restart",
+            action="store_true",
+            help="Start each NAME over from the beginning (also a cancelled or completed run).",
+        )
+        parser.add_argument(
+            "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
+        )
+        parser.add_argument(
+            "--max-runtime",
+            type=float,
+            metavar="SECONDS",
+            help="Stop cleanly (checkpointed, exit 3) after this long, over all runs.",
+        )
+        parser.add_argument(
+            "--progress",
+            choices=["auto", "bar", "log", "none"],
+            default="auto",
+            help="auto: a bar on a terminal, log lines otherwise.",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="Print the outcome as one JSON object on stdout."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        done: list[Result] = []
+        stream: Any = self.stderr._out
+        common: dict[str, Any] = {
+            "using": options["database"],
+            "reporter": reporter_for(stream, options["progress"], int(options["verbosity"])),
+        }
+        if options["max_runtime"] is not None:
+            common["max_runtime"] = options["max_runtime"]
+        try:
+            if options["sweep"]:
+                if not options["names"]:
+                    raise BadInput(
+                        "--sweep needs the NAME of the run to sweep, e.g. "
+                        "backfill_pending --sweep 'blog: BlogPost.status'."
+                    )
+                for name in options["names"]:
+                    done.append(deferred.sweep(name, **common))
+            else:
+                deferred.work_pending(
+                    options["names"],
+                    restart=options["restart"],
+                    on_result=done.append,
+                    **common,
+                )
+        except BackfillError as exc:
+            result = exc.result if isinstance(exc, Interrupted) else None
+            self.render(done, options, error=str(exc), stopped=result, code=exc.exit_code)
+            raise CommandError(str(exc), returncode=exc.exit_code) from exc
+        self.render(done, options)
+
+    def render(
+        self,
+        done: list[Result],
+        options: dict[str, Any],
+        *,
+        error: str = "",
+        stopped: Result | None = None,
+        code: int = 0,
+    ) -> None:
+        runs = [*done, *([stopped] if stopped is not None else [])]
+        if options["json"]:
+            status = "completed" if not error else (stopped.status if stopped else "failed")
+            message = error or f"{len(runs)} pending run(s) worked."
+            self.write_json(
+                {
+                    "status": status,
+                    "exit_code": code,
+                    "message": message,
+                    "runs": [r.as_dict() for r in runs],
+                    "error": error,
+                }
+            )
+            return
+        if int(options["verbosity"]) == 0:
+            return
+        for result in runs:
+            line = f"{result.message} {summary_line(result)}"
+            if result.completed:
+                self.stdout.write(self.style.SUCCESS(line))
+            else:
+                self.stdout.write(line)
+        if not runs and not error:
+            self.stdout.write("No pending backfill runs.")

@@ -1,0 +1,200 @@
+"""What is checked before a run writes or records anything: its options, its name, its filter
+on the target database, and how many workers the server can take.
+
+Every check raises BadInput (exit 2) with one line that says what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from django.db import DatabaseError, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import QuerySet
+
+from backfill.columns import text_problem
+from backfill.conf import Options
+from backfill.exceptions import BadInput, one_line
+
+NAME_LENGTH = 200  # Run.name
+MAX_BATCH_SIZE = 10_000_000
+# PostgreSQL keeps timeouts in milliseconds in a 32-bit integer.
+MAX_TIMEOUT = 2_147_483.0
+MAX_SLEEP = 86_400.0
+MAX_CHUNK_TIME = 3_600.0
+FILTER_SAMPLE_ROWS = 100
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _number(what: str, value: Any, *, low: float, high: float, low_ok: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadInput(f"{what} must be a number, got {value!r}.")
+    if not math.isfinite(value):
+        raise BadInput(f"{what} must be a finite number, got {value!r}. Pass e.g. {what} 5.")
+    if value < low or (value == low and not low_ok):
+        if low_ok:
+            raise BadInput(f"{what} must be {low:g} or more, got {value!r}.")
+        raise BadInput(f"{what} must be positive, got {value!r}. Pass a number above 0.")
+    if value > high:
+        raise BadInput(f"{what} must be at most {high:,.0f}, got {value!r}.")
+
+
+def check_options(options: Options) -> None:
+    """Every knob finite and in range: what the database, the clock and the ledger can hold."""
+    size = options.batch_size
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        raise BadInput(f"batch size must be a whole number, got {size!r}.")
+    if size is not None and size <= 0:
+        raise BadInput(f"batch size must be positive, got {size!r}. Pass a number above 0.")
+    if size is not None and size > MAX_BATCH_SIZE:
+        raise BadInput(
+            f"batch size must be at most {MAX_BATCH_SIZE:,}, got {size!r}. "
+            "Pass e.g. --batch-size 2000."
+        )
+    _number("--max-runtime", options.max_runtime, low=0, high=10 * 365 * 86_400.0)
+    _number("--sleep", options.sleep, low=0, high=MAX_SLEEP, low_ok=True)
+    _number("--target-chunk-time", options.target_chunk_time, low=0, high=MAX_CHUNK_TIME)
+    _number("--max-rate", options.max_rate, low=0, high=1e12)
+    _number("--lock-timeout", options.lock_timeout, low=0, high=MAX_TIMEOUT)
+    _number("--statement-timeout", options.statement_timeout, low=0, high=MAX_TIMEOUT)
+    _number("--max-replica-lag", options.max_replica_lag, low=0, high=MAX_SLEEP)
+    if options.vacuum_every is not None and not (
+        isinstance(options.vacuum_every, (int, float)) and 0 < options.vacuum_every <= 1
+    ):
+        raise BadInput(
+            f"--vacuum-every must be a share of the table between 0 and 1, got "
+            f"{options.vacuum_every!r} (e.g. 0.1 for every 10%)."
+        )
+    if isinstance(options.workers, bool) or not isinstance(options.workers, int):
+        raise BadInput(f"--workers must be a whole number, got {options.workers!r}.")
+    if options.workers < 1:
+        raise BadInput(f"--workers must be 1 or more, got {options.workers!r}.")
+    if options.retries is not None and not (
+        isinstance(options.retries, int) and 0 <= options.retries <= 1000
+    ):
+        raise BadInput(f"retries must be a whole number from 0 to 1000, got {options.retries!r}.")
+    if options.count not in ("estimate", "exact"):
+        raise BadInput(f"--count must be 'estimate' or 'exact', got {options.count!r}.")
+
+
+def check_name(name: str, *, given: bool) -> None:
+    """A run name the ledger stores as given: 1-200 characters of printable UTF-8 text."""
+    what = f"--name {name!r}" if given else f"The derived run name {name!r}"
+    if not name.strip():
+        raise BadInput(
+            "--name must not be empty or blank. Pass a name such as --name nightly-authors, "
+            "or leave --name out to derive one."
+        )
+    if len(name) > NAME_LENGTH:
+        raise BadInput(f"{what[:60]}… is {len(name)} characters; at most {NAME_LENGTH}.")
+    problem = text_problem(name)
+    if problem:
+        raise BadInput(f"{what} {problem}. Pass a name of printable UTF-8 text.")
+    if CONTROL.search(name):
+        raise BadInput(f"{what} contains a control character. Pass a name of printable text.")
+
+
+def check_workers(
+    workers: int, connection: BaseDatabaseWrapper, *, count_connections: bool = True
+) -> None:
+    """``--workers N`` needs a backend that claims with SKIP LOCKED and, when asked (by the
+    parent, before it starts them), N free connections on the server.
+    """
+    if workers <= 1:
+        return
+    if connection.vendor not in ("postgresql", "mysql"):
+        raise BadInput(
+            f"--workers {workers} needs PostgreSQL (chunks are claimed with SKIP LOCKED); "
+            f"database {connection.alias!r} is {connection.vendor}. Run with one worker."
+        )
+    if not count_connections:
+        return
+    free = free_connections(connection)
+    # Each worker holds one connection; the parent keeps its own.
+    if free is not None and workers > free:
+        raise BadInput(
+            f"--workers {workers} needs {workers} more connections but database "
+            f"{connection.alias!r} allows {max(free, 0)} more (max_connections minus reserved "
+            f"and open ones). Pass --workers {max(free, 1)} or fewer."
+        )
+
+
+def free_connections(connection: BaseDatabaseWrapper) -> int | None:
+    """How many more connections a PostgreSQL server accepts from us now, or None."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+            " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+        )
+        return int(cursor.fetchone()[0])
+
+
+def check_filter(queryset: QuerySet[Any]) -> None:
+    """Run the queryset's filter on the first rows of the table, in a transaction that is rolled
+    back, so what only the database can refuse (an invalid regular expression, a value the
+    column type rejects) is bad input before the run starts, not a failed first chunk.
+    """
+    if not queryset.query.where:
+        return
+    using = queryset.db
+    model: type[models.Model] = queryset.model
+    try:
+        with transaction.atomic(using=using):
+            _check_patterns(queryset)
+            sample = list(
+                model._base_manager.using(using)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:FILTER_SAMPLE_ROWS]
+            )
+            bounded = queryset.filter(pk__lte=sample[-1]) if sample else queryset.none()
+            list(bounded.order_by().values_list("pk", flat=True)[:1])
+            transaction.set_rollback(True, using=using)
+    except (DatabaseError, OverflowError, ValueError, TypeError) as exc:
+        raise BadInput(
+            f"The filter is refused by database {using!r}: {one_line(exc)}. Fix the "
+            "--filter/--exclude value."
+        ) from None
+
+
+def _check_patterns(queryset: QuerySet[Any]) -> None:
+    """Regular expressions of ``regex``/``iregex`` lookups compiled by the database itself
+    (an empty table evaluates none of them)."""
+    connection = transaction.get_connection(queryset.db)
+    for lookup in _lookups(queryset.query.where):
+        if getattr(lookup, "lookup_name", "") not in ("regex", "iregex"):
+            continue
+        pattern = lookup.rhs
+        if not isinstance(pattern, str):
+            continue
+        if connection.vendor == "sqlite":
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise BadInput(
+                    f"The filter's regular expression {pattern!r} is invalid: {exc}. Fix the "
+                    "--filter/--exclude value."
+                ) from None
+            continue
+        if connection.vendor == "postgresql":
+            template = "%s ~ %s" if lookup.lookup_name == "regex" else "%s ~* %s"
+        else:
+            template = connection.ops.regex_lookup(lookup.lookup_name)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT " + template % ("%s", "%s"), ["", pattern])
+
+
+def _lookups(node: Any) -> list[Any]:
+    found = []
+    for child in getattr(node, "children", []):
+        if hasattr(child, "children"):
+            found.extend(_lookups(child))
+        else:
+            found.append(child)
+    return found
