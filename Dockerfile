@@ -14,6 +14,14 @@ WORKDIR /app
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
+# MYSQL=1 (docker-compose.mariadb.yml) adds mysqlclient, built against libmariadb.
+ARG MYSQL=""
+RUN if [ -n "$MYSQL" ]; then \
+        apt-get update && apt-get install -y --no-install-recommends pkg-config libmariadb-dev gcc \
+        && pip install "mysqlclient>=2.2" \
+        && apt-get purge -y gcc && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 COPY --chown=app:app . .
 # The default SQLite database (db.sqlite3) is written next to manage.py.
 RUN chown app:app /app

@@ -1,6 +1,6 @@
 # One target per habit. Everything runs from .venv/bin, so nothing needs an activated venv.
 #   make demo   the example site on SQLite (or DATABASE_URL): migrate, seed, run a backfill
-#   make test   lint, then the test suite on PostgreSQL and on SQLite
+#   make test   lint, then the test suite on PostgreSQL, on SQLite and on MariaDB
 #   make test-matrix   the suite per Django x Python x database (noxfile.py)
 
 PYTHON ?= python3
@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 SQLITE_TEST_URL := sqlite:///$(CURDIR)/.test-sqlite.sqlite3
 
-.PHONY: venv demo test test-pg test-sqlite test-matrix dist lint format bench seed-4m
+.PHONY: venv demo test test-pg test-sqlite test-mariadb test-matrix dist lint format bench seed-4m
 
 venv: $(STAMP)
 
@@ -24,11 +24,12 @@ demo: venv
 	$(BIN)/python manage.py seed_blogposts --rows 200000 --truncate
 	$(BIN)/python manage.py backfill_iterate blog.BlogPost --only author --progress bar --restart
 
-# Both databases run even when the first fails; the target fails if either did.
+# Every database runs even when one fails; the target fails if any did.
 test: lint
 	@status=0; \
 	$(MAKE) --no-print-directory test-pg || status=1; \
 	$(MAKE) --no-print-directory test-sqlite || status=1; \
+	$(MAKE) --no-print-directory test-mariadb || status=1; \
 	exit $$status
 
 # PostgreSQL from DATABASE_URL, else 127.0.0.1:5432, else a throwaway cluster (scripts/pgcluster.py).
@@ -37,6 +38,11 @@ test-pg: venv
 
 test-sqlite: venv
 	DATABASE_URL=$(SQLITE_TEST_URL) $(BIN)/python -m pytest
+
+# MariaDB/MySQL from DATABASE_URL (a mysql:// URL), else 127.0.0.1:3306, else a throwaway
+# server (scripts/mariadbserver.py), else skipped with one line saying why.
+test-mariadb: venv
+	$(BIN)/python scripts/mariadbserver.py run -- $(BIN)/python -m pytest
 
 # Every nox session (each in .nox/ with its own Python and Django); NOX_ARGS="-t extra" skips the
 # combination make test runs, NOX_ARGS='-s tests-6.1-py3.13-sqlite -- -x' runs one.

@@ -2,7 +2,8 @@
 
 PostgreSQL gets one array parameter per column (``UPDATE … FROM unnest(%s::int[], …)``), so the
 statement size and parameter count do not grow with the chunk. SQLite gets ``UPDATE … FROM``
-over a ``VALUES`` list, split only when the chunk exceeds its parameter limit. Only columns that
+over a ``VALUES`` list, split only when the chunk exceeds its parameter limit. MySQL and
+MariaDB join a ``JSON_TABLE`` of the rows (``backfill.mysql``). Only columns that
 changed are written; when rows changed different columns, a per-row flag keeps the others as
 they are.
 """
@@ -17,7 +18,7 @@ from typing import Any
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from backfill import keys
+from backfill import keys, mysql
 from backfill.database import is_postgres, query_param_limit
 
 Change = tuple[Any, dict[str, Any]]  # (pk, {attname: new value}); pk a tuple for a composite key
@@ -153,6 +154,10 @@ class BulkWriter:
         arrays = any((f.db_type(self.connection) or "").endswith("]") for f in fields)
         if is_postgres(self.connection) and not arrays:
             self._write_postgres(table, fields, flagged, rows, bounds)
+        elif mysql.is_mysql(self.connection):
+            mysql.update_from_json(
+                self.connection, table.name, table.key_fields, fields, flagged, rows, bounds
+            )
         else:
             per_row = len(table.key_fields) + len(fields) + sum(flagged)
             # Some parameters are the chunk's key bounds (see _range), not rows.

@@ -128,12 +128,12 @@ class KeyPlanner:
             sql = (
                 f"SELECT {', '.join(self.aliases)}, n FROM (SELECT {self.selected}, "
                 f"ROW_NUMBER() OVER (ORDER BY {self.column}) AS n FROM {self.table} WHERE {cond} "
-                f"ORDER BY {self.column} LIMIT %s) keys ORDER BY n DESC LIMIT 1"
+                f"ORDER BY {self.column} LIMIT %s) chunk_keys ORDER BY n DESC LIMIT 1"
             )
         else:
             # The last of the next ``size`` keys, walking the primary key index from ``lo``:
             # only keys are read; the chunk's rows are read later by key range.
-            sql = f"SELECT MAX(k), COUNT(*) FROM ({keys_sql}) keys"
+            sql = f"SELECT MAX(k), COUNT(*) FROM ({keys_sql}) chunk_keys"
         with self.connection.cursor() as cursor:
             cursor.execute(sql, [*params, size])
             row = cursor.fetchone()
@@ -152,7 +152,8 @@ class KeyPlanner:
                 return None
             cursor.execute(
                 f"SELECT {', '.join(self.aliases)} FROM (SELECT {self.selected} FROM {self.table} "
-                f"WHERE {cond} ORDER BY {self.column} LIMIT %s) keys ORDER BY {descending} LIMIT 1",
+                f"WHERE {cond} ORDER BY {self.column} LIMIT %s) chunk_keys "
+                f"ORDER BY {descending} LIMIT 1",
                 [*params, count // 2],
             )
             return self._key(cursor.fetchone())

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from django.db import connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
+
+from backfill import mysql
 
 TRANSIENT_SQLSTATES = {
     "55P03": "lock timeout",
@@ -67,10 +70,25 @@ def set_local_timeouts(
         cursor.execute(sql, params)
 
 
+def chunk_session(
+    connection: BaseDatabaseWrapper, lock_timeout: float | None, statement_timeout: float | None
+) -> AbstractContextManager[None]:
+    """Around a chunk's transaction: session settings that must not outlive it (MySQL, which
+    has no ``SET LOCAL``). PostgreSQL sets its own inside the transaction
+    (``set_local_timeouts``); SQLite has none.
+    """
+    if mysql.is_mysql(connection):
+        return mysql.chunk_session(connection, lock_timeout, statement_timeout)
+    return nullcontext()
+
+
 def transient_reason(exc: BaseException) -> str | None:
     """Why ``exc`` is worth a retry (lock timeout, lost connection…), or None when it is not."""
     from django.db import InterfaceError, OperationalError
 
+    reason = mysql.transient_reason(exc)
+    if reason is not None:
+        return reason
     cause = exc.__cause__ or exc
     sqlstate = getattr(cause, "sqlstate", None)
     if sqlstate in TRANSIENT_SQLSTATES:
@@ -98,12 +116,14 @@ TABLE_SIZE_SQL = (
 
 
 def table_rows(connection: BaseDatabaseWrapper, model: type[models.Model], *, exact: bool) -> int:
-    """Rows in the model's table: an estimate on PostgreSQL unless exact is asked.
+    """Rows in the model's table: an estimate on PostgreSQL and MySQL unless exact is asked.
 
     The estimate is ``pg_class.reltuples`` scaled to the table's current size, as the planner
     does, so a table that grew since its last ANALYZE is not under-counted; a table never
     analysed asks the planner. Neither reads the table.
     """
+    if mysql.is_mysql(connection) and not exact:
+        return mysql.table_rows(connection, model._meta.db_table)
     table = connection.ops.quote_name(model._meta.db_table)
     with connection.cursor() as cursor:
         if is_postgres(connection) and not exact:
@@ -129,6 +149,15 @@ def table_rows(connection: BaseDatabaseWrapper, model: type[models.Model], *, ex
             return rows
         cursor.execute(f"SELECT COUNT(*) FROM {table}")
         return int(cursor.fetchone()[0])
+
+
+def explain(
+    connection: BaseDatabaseWrapper, sql: str, params: Any, tables: set[str]
+) -> tuple[list[str], list[str]]:
+    """A query's plan as lines, and which of ``tables`` it reads whole (MySQL; PostgreSQL's
+    own EXPLAIN is read by the runner).
+    """
+    return mysql.explain(connection, sql, params, tables)
 
 
 def query_param_limit(connection: BaseDatabaseWrapper) -> int:
@@ -161,15 +190,19 @@ def replica_lag(using: str, replica_aliases: list[str]) -> tuple[float, str] | N
     """The worst replica lag in seconds and which replica it is, or None when there is none.
 
     With replica aliases configured each replica is asked directly (``now()`` minus the last
-    replayed transaction's time); otherwise the primary's ``pg_stat_replication.replay_lag``
-    is used, which keeps growing while a replica's replay is stuck.
+    replayed transaction's time; ``SHOW REPLICA STATUS`` on MySQL); otherwise the primary's
+    ``pg_stat_replication.replay_lag`` is used, which keeps growing while a replica's replay
+    is stuck.
     """
     worst: tuple[float, str] | None = None
     if replica_aliases:
         for alias in replica_aliases:
-            with connections[alias].cursor() as cursor:
-                cursor.execute(REPLICA_LAG_SQL)
-                lag = float(cursor.fetchone()[0])
+            if mysql.is_mysql(connections[alias]):
+                lag = mysql.replica_lag(alias)
+            else:
+                with connections[alias].cursor() as cursor:
+                    cursor.execute(REPLICA_LAG_SQL)
+                    lag = float(cursor.fetchone()[0])
             if worst is None or lag > worst[0]:
                 worst = (lag, describe(alias))
         return worst

@@ -59,7 +59,8 @@ def batches(
         return
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        yield iter(lambda: cursor.fetchmany(size), [])
+        # mysqlclient ends with (), not []: both end the batches.
+        yield iter(lambda: cursor.fetchmany(size) or [], [])
 
 
 class _ReadAhead:

@@ -224,7 +224,12 @@ class Runner:
             claim_chunk: Chunk | None = None
             t0 = self.clock()
             try:
-                with transaction.atomic(using=self.using):
+                with (
+                    database.chunk_session(
+                        self.connection, opts.lock_timeout, opts.statement_timeout
+                    ),
+                    transaction.atomic(using=self.using),
+                ):
                     database.set_local_timeouts(
                         self.connection, opts.lock_timeout, opts.statement_timeout
                     )
@@ -383,7 +388,8 @@ class Runner:
             database.set_local_timeouts(self.connection, opts.lock_timeout, opts.statement_timeout)
 
         try:
-            found = failing_row(self.strategy, chunk, lock=lock, prepare=prepare)
+            with database.chunk_session(self.connection, opts.lock_timeout, opts.statement_timeout):
+                found = failing_row(self.strategy, chunk, lock=lock, prepare=prepare)
         except (DatabaseError, BackfillError) as exc:
             logger.warning("Could not narrow the failed chunk to its row: %s", exc)
             return
@@ -740,12 +746,20 @@ class Runner:
         self, chunk: Chunk | None, estimate: int, size: int
     ) -> tuple[list[str], list[str]]:
         """The first chunk's plan, and a warning when it reads the whole table."""
-        if chunk is None or not database.is_postgres(self.connection):
+        if chunk is None or self.connection.vendor == "sqlite":
             return [], []
         from backfill.strategies import key_range
 
         qs = self.strategy.queryset.filter(key_range(chunk, self.model)).order_by("pk")
         sql, params = qs.query.sql_with_params()
+        # The model's own tables only (MTI parents too): a join to a small table may well be
+        # scanned, and a table that fits in one chunk is best read whole.
+        tables = {self.model._meta.db_table} | {
+            parent._meta.db_table for parent in self.model._meta.get_parent_list()
+        }
+        if not database.is_postgres(self.connection):
+            lines, scanned = database.explain(self.connection, sql, params, tables)
+            return lines, self._scan_warnings(scanned, "type ALL", estimate, size)
         with self.connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN {sql}", params)
             lines = [row[0] for row in cursor.fetchall()]
@@ -753,11 +767,6 @@ class Runner:
             plan = cursor.fetchone()[0]
         if isinstance(plan, str):
             plan = json.loads(plan)
-        # The model's own tables only (MTI parents too): a join to a small table may well be
-        # scanned, and a table that fits in one chunk is best read whole.
-        tables = {self.model._meta.db_table} | {
-            parent._meta.db_table for parent in self.model._meta.get_parent_list()
-        }
         scanned = sorted(
             {
                 node["Relation Name"]
@@ -765,14 +774,17 @@ class Runner:
                 if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") in tables
             }
         )
+        return lines, self._scan_warnings(scanned, "Seq Scan", estimate, size)
+
+    def _scan_warnings(self, scanned: list[str], how: str, estimate: int, size: int) -> list[str]:
         warnings = []
         if scanned and estimate > size:
             warnings.append(
-                f"The first chunk's plan reads all of {', '.join(scanned)} (Seq Scan): every "
+                f"The first chunk's plan reads all of {', '.join(scanned)} ({how}): every "
                 f"chunk may read the whole table, ~{math.ceil(estimate / size):,} times. Check "
                 "that the primary key index is used, or ANALYZE the table."
             )
-        return lines, warnings
+        return warnings
 
 
 def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:

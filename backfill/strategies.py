@@ -67,7 +67,8 @@ class Strategy(Protocol):
 
 
 class IsDistinctFrom(Func):
-    """NULL-safe inequality: ``a IS DISTINCT FROM b`` (SQLite spells it ``a IS NOT b``)."""
+    """NULL-safe inequality: ``a IS DISTINCT FROM b`` (SQLite spells it ``a IS NOT b``, MySQL
+    ``NOT (a <=> b)``)."""
 
     arg_joiner = " IS DISTINCT FROM "
     template = "(%(expressions)s)"
@@ -75,6 +76,19 @@ class IsDistinctFrom(Func):
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         return self.as_sql(compiler, connection, arg_joiner=" IS NOT ", **extra)
+
+    def as_mysql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # MySQL's NULL-safe equality is <=>. Text compares as bytes: the usual collations
+        # are case- and trailing-space-insensitive, and would call 'Ann' and 'ann ' equal.
+        lhs, rhs = self.get_source_expressions()
+        sql = []
+        params: list[Any] = []
+        text = isinstance(lhs.output_field, (models.CharField, models.TextField))
+        for side in (lhs, rhs):
+            side_sql, side_params = compiler.compile(side)
+            sql.append(f"CAST({side_sql} AS BINARY)" if text else side_sql)
+            params.extend(side_params)
+        return f"NOT ({sql[0]} <=> {sql[1]})", params
 
 
 def holds_mutable(field: models.Field) -> bool:
@@ -92,6 +106,11 @@ def transform_failed(
         pk=pk,
         error=error,
     )
+
+
+def no_key_lock(using: str) -> bool:
+    """``FOR NO KEY UPDATE`` where there is one (PostgreSQL); MySQL locks ``FOR UPDATE``."""
+    return bool(connections[using].features.has_select_for_no_key_update)
 
 
 def key_range(chunk: Chunk, model: type[models.Model] | None = None) -> Q:
@@ -236,7 +255,7 @@ class IterateStrategy:
 
     def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
         qs = self.queryset.filter(key_range(chunk, self.model)).order_by("pk")
-        return qs.select_for_update(no_key=True) if lock else qs
+        return qs.select_for_update(no_key=no_key_lock(qs.db)) if lock else qs
 
     def _plain_model(self) -> bool:
         """Whether instances can be built without ``Model.__init__``: the model does not
@@ -438,7 +457,7 @@ class CursorStrategy:
         qs = self.queryset.filter(key_range(chunk, self.model)).order_by("pk")
         if lock:
             # NO KEY: the key never changes, so inserts referencing these rows are not blocked.
-            qs = qs.select_for_update(no_key=True)
+            qs = qs.select_for_update(no_key=no_key_lock(qs.db))
         return qs.values_list("pk", *(f.attname for f in self.fields))
 
     @contextmanager

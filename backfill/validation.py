@@ -106,7 +106,7 @@ def check_workers(
     """
     if workers <= 1:
         return
-    if connection.vendor != "postgresql":
+    if connection.vendor not in ("postgresql", "mysql"):
         raise BadInput(
             f"--workers {workers} needs PostgreSQL (chunks are claimed with SKIP LOCKED); "
             f"database {connection.alias!r} is {connection.vendor}. Run with one worker."

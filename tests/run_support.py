@@ -25,6 +25,10 @@ postgres_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="PostgreSQL-only feature (SKIP LOCKED, backends)"
 )
 sqlite_only = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite-only behaviour")
+# Workers claim chunks with SKIP LOCKED: PostgreSQL, MySQL 8 and MariaDB 10.6+ (SQLite has none).
+skip_locked_only = pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="needs SELECT … FOR UPDATE SKIP LOCKED (not in SQLite)"
+)
 
 SLOW = "tests.transforms.count_hit_slowly"
 FAST = "tests.transforms.count_hit"

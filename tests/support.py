@@ -79,7 +79,14 @@ def statements(queries: Iterable[dict[str, Any]], prefix: str) -> list[str]:
     return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(prefix.upper())]
 
 
+def ansi(sql: str) -> str:
+    """SQL with MySQL's backtick-quoted names in double quotes, as on PostgreSQL and SQLite."""
+    return sql.replace("`", '"')
+
+
 def updates_of(queries: Iterable[dict[str, Any]], table: str) -> list[str]:
     """Captured ``UPDATE`` statements that write ``table`` (quoted or not)."""
-    pattern = re.compile(rf'^\s*(WITH .*?\)\s*)?UPDATE\s+"?{re.escape(table)}"?\s', re.I | re.S)
+    pattern = re.compile(
+        rf'^\s*(WITH .*?\)\s*)?UPDATE\s+["`]?{re.escape(table)}["`]?\s', re.I | re.S
+    )
     return [q["sql"] for q in queries if pattern.match(q["sql"])]

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from backfill.models import Chunk, Run
 from example_site.blog.models import BlogPost
-from tests.support import committing, run, seed_posts, snapshot, updates_of
+from tests.support import ansi, committing, run, seed_posts, snapshot, updates_of
 from tests.testapp.models import Counter, SparseItem
 
 pytestmark = committing
@@ -123,11 +123,11 @@ def test_already_completed_as_json() -> None:
 def _reads(queries: Any) -> list[str]:
     """The chunk reads (plain SELECTs, or DECLARE … CURSOR FOR SELECT on PostgreSQL)."""
     return [
-        q["sql"]
+        ansi(q["sql"])
         for q in queries.captured_queries
-        if 'FROM "blog_blogpost"' in q["sql"]
+        if 'FROM "blog_blogpost"' in ansi(q["sql"])
         and "ORDER BY" in q["sql"]
-        and '"blog_blogpost"."author"' in q["sql"]
+        and '"blog_blogpost"."author"' in ansi(q["sql"])
     ]
 
 
@@ -323,7 +323,7 @@ def test_dry_run_prints_the_plan_and_a_preview_and_writes_nothing(
     assert re.fullmatch(r"  estimated rows   [\d,]+", lines[3])
     assert re.fullmatch(r"  chunks           ~\d+ of 3 rows", lines[4])
     assert lines[5] == "First chunk:"
-    assert re.match("  " + sql.format(k3=pks[2]), lines[6]), lines[6]
+    assert re.match("  " + sql.format(k3=pks[2]), ansi(lines[6])), lines[6]
     preview = lines[lines.index("Preview of the first chunk (2 changed rows shown):") + 1 :]
     assert preview == [f"  pk={pks[0]}  {change}", f"  pk={pks[2]}  {change}"]
     assert outcome.stderr == ""
@@ -367,7 +367,7 @@ def test_dry_run_json() -> None:
     assert summary["status"] == "dry run"
     plan = summary["plan"]
     assert (plan["table"], plan["batch_size"], len(plan["preview"])) == ("blog_blogpost", 1000, 4)
-    assert plan["statements"][0].startswith('UPDATE "blog_blogpost" SET "author" = \'z\'')
+    assert ansi(plan["statements"][0]).startswith('UPDATE "blog_blogpost" SET "author" = \'z\'')
     assert not Run.objects.exists()
 
 

@@ -30,7 +30,7 @@ from tests.run_support import (
     assert_ledger_matches_data,
     hits,
     make_counters,
-    postgres_only,
+    skip_locked_only,
     the_run,
     wait_for,
 )
@@ -140,7 +140,7 @@ def test_kill_9_at_random_moments_then_resume_transforms_every_row_once(
     assert chunks[-1] < ROWS // 50, (SEED, progress)
 
 
-@postgres_only
+@skip_locked_only
 def test_kill_9_of_parent_and_workers_then_resume_transforms_every_row_once(
     spawn_manage: SpawnManage, run_manage: RunManage
 ) -> None:

@@ -21,7 +21,7 @@ from tests.run_support import (
     chunks_done_at_least,
     finish,
     make_counters,
-    postgres_only,
+    skip_locked_only,
     the_run,
     wait_for,
 )
@@ -128,7 +128,7 @@ def test_a_second_sigint_aborts_the_chunk_in_flight_and_still_exits_3(
     assert_every_row_once()
 
 
-@postgres_only
+@skip_locked_only
 def test_sigterm_stops_every_worker_and_the_parallel_run_resumes(
     spawn_manage: SpawnManage, run_manage: RunManage
 ) -> None:

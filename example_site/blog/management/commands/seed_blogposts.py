@@ -27,7 +27,15 @@ SQLITE_INSERT = (
     "INSERT INTO {table} ({title}, {author}) "
     "SELECT lower(hex(randomblob(16))), lower(hex(randomblob(16))) FROM counter"
 )
-INSERT_SQL = {"postgresql": POSTGRESQL_INSERT, "sqlite": SQLITE_INSERT}
+# MySQL/MariaDB: ten digits cross-joined seven times (10M rows at most, LIMITed), since MySQL
+# caps recursive CTEs at 1,000 rows by default.
+_DIGITS = "(SELECT 0 d UNION ALL " + " UNION ALL ".join(f"SELECT {i}" for i in range(1, 10)) + ")"
+MYSQL_INSERT = (
+    "INSERT INTO {table} ({title}, {author}) SELECT MD5(RAND()), MD5(RAND()) FROM "
+    + ", ".join(f"{_DIGITS} d{i}" for i in range(7))
+    + " LIMIT %s"
+)
+INSERT_SQL = {"postgresql": POSTGRESQL_INSERT, "sqlite": SQLITE_INSERT, "mysql": MYSQL_INSERT}
 
 
 def _column(field_name: str) -> str:
@@ -85,8 +93,8 @@ class Command(BaseCommand):
         connection = connections[using]
         if connection.vendor not in INSERT_SQL:
             raise CommandError(
-                f"seed_blogposts supports PostgreSQL and SQLite, not {connection.vendor!r} "
-                f"(database {using!r}).",
+                f"seed_blogposts supports PostgreSQL, MySQL/MariaDB and SQLite, not "
+                f"{connection.vendor!r} (database {using!r}).",
                 returncode=2,
             )
 
@@ -121,6 +129,12 @@ class Command(BaseCommand):
             # Keep pg_class.reltuples (the row estimate backfill shows as a total) current.
             with connection.cursor() as cursor:
                 cursor.execute(f"ANALYZE {quote(meta.db_table)}")
+        elif connection.vendor == "mysql" and not connection.in_atomic_block:
+            # The same for information_schema.TABLES.TABLE_ROWS. ANALYZE TABLE commits, so not
+            # inside a caller's transaction (InnoDB then refreshes it by itself).
+            with connection.cursor() as cursor:
+                cursor.execute(f"ANALYZE TABLE {quote(meta.db_table)}")
+                cursor.fetchall()
 
         elapsed = time.monotonic() - started
         if verbosity >= 1:

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""The benchmark on MySQL/MariaDB: change ``author`` on every BlogPost row, each way.
+
+    .venv/bin/pip install -r requirements-bench.txt django-mysql
+    .venv/bin/python scripts/bench_mysql.py --rows 4000000
+
+Side by side in one run, each in its own process (peak RSS from ``wait4``), each from the same
+seeded table: one ``UPDATE``, ``backfill_update``, ``backfill_cursor``, ``backfill_iterate``,
+and the django-mysql way: ``SmartChunkedIterator`` with ``update()`` per chunk, and its per-row
+loop (``SmartIterator`` + ``save()``, on the first ``--sample`` rows, extrapolated and marked
+``~``). Targets (issue 14, reported, not enforced): ``backfill_update`` ≤ 1.2x,
+``backfill_cursor`` ≤ 2.5x, ``backfill_iterate`` ≤ 3.5x the one ``UPDATE``; peak RSS ≤ 120 MB.
+
+The server is DATABASE_URL when it is a mysql:// URL, else mysql://root@127.0.0.1:3306; the
+database is always ``--db-name`` (default ``backfill_bench``), created and migrated if missing.
+Output: a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+MANAGE = ROOT / "manage.py"
+MB = 1024 * 1024
+TARGETS = {"backfill_update": 1.2, "backfill_cursor": 2.5, "backfill_iterate": 3.5}
+MAX_RSS_MB = 120
+
+
+def server_url(db_name: str) -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if urlsplit(url).scheme not in ("mysql", "mysql2"):
+        url = "mysql://root@127.0.0.1:3306/"
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db_name}", "", ""))
+
+
+def connect(url: str, db: str | None = None) -> Any:
+    import MySQLdb
+
+    parts = urlsplit(url)
+    return MySQLdb.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        database=db or "",
+        autocommit=True,
+    )
+
+
+def run_process(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS in MB and stdout of one process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    out = process.stdout.read().decode()
+    err = process.stderr.read().decode()
+    _pid, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[2:4]} failed:\n{err[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024, out
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--sample", type=int, default=20_000, help="rows of the per-row loop")
+    parser.add_argument("--db-name", default="backfill_bench")
+    parser.add_argument("--only", help="comma-separated ways to run")
+    args = parser.parse_args(argv)
+    url = server_url(args.db_name)
+    admin = connect(url)
+    admin.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{args.db_name}`")
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "example_site.settings"}
+    env.pop("DEBUG", None)
+    py = sys.executable
+    subprocess.run([py, str(MANAGE), "migrate", "-v0"], env=env, check=True)
+    conn = connect(url, args.db_name)
+    cur = conn.cursor()
+    cur.execute("SHOW TABLES LIKE 'bench_seed'")
+    if cur.fetchone() is not None:
+        cur.execute("SELECT COUNT(*) FROM bench_seed")
+        if cur.fetchone()[0] != args.rows:
+            cur.execute("DROP TABLE bench_seed")
+    cur.execute("SHOW TABLES LIKE 'bench_seed'")
+    if cur.fetchone() is None:
+        subprocess.run(
+            [py, str(MANAGE), "seed_blogposts", "--rows", str(args.rows), "--truncate", "-v0"],
+            env=env,
+            check=True,
+        )
+        cur.execute("CREATE TABLE bench_seed AS SELECT * FROM blog_blogpost")
+    cur.execute("SELECT VERSION()")
+    version = cur.fetchone()[0]
+
+    ways: dict[str, list[str]] = {
+        "one UPDATE": [py, __file__, "worker", "update"],
+        "backfill_update": [py, str(MANAGE), "backfill_update", "blog.BlogPost", "--set"],
+        "backfill_cursor": [py, str(MANAGE), "backfill_cursor", "blog.BlogPost", "--set"],
+        "backfill_iterate": [
+            *[py, str(MANAGE), "backfill_iterate", "blog.BlogPost", "--only", "author", "--set"],
+        ],
+        "django-mysql chunks + update()": [py, __file__, "worker", "smart_update"],
+        "django-mysql per-row save()": [py, __file__, "worker", "smart_save"],
+    }
+    if args.only:
+        wanted = set(args.only.split(","))
+        ways = {name: argv for name, argv in ways.items() if name in wanted}
+    results: dict[str, tuple[float, float, bool]] = {}
+    for n, (name, command) in enumerate(ways.items()):
+        value = f"bench {n}"
+        cur.execute("TRUNCATE blog_blogpost")
+        cur.execute("INSERT INTO blog_blogpost SELECT * FROM bench_seed")
+        cur.execute("DELETE FROM backfill_chunk")
+        cur.execute("DELETE FROM backfill_worker")
+        cur.execute("DELETE FROM backfill_run")
+        cur.execute("ANALYZE TABLE blog_blogpost")
+        cur.fetchall()
+        if command[2] == "worker":
+            argv = [*command, "--value", value, "--sample", str(args.sample)]
+        else:
+            argv = [*command, f"author={value}", "--progress", "none", "--restart"]
+        seconds, rss, out = run_process(argv, env)
+        sampled = False
+        if command[2] == "worker":
+            data = json.loads(out.strip().splitlines()[-1])
+            if data.get("sampled"):
+                seconds = data["seconds"] * args.rows / max(1, data["rows"])
+                sampled = True
+        cur.execute("SELECT COUNT(*) FROM blog_blogpost WHERE author <> %s", [value])
+        left = cur.fetchone()[0]
+        if left and not sampled:
+            raise SystemExit(f"{name}: {left} rows do not hold {value!r}")
+        results[name] = (seconds, rss, sampled)
+        print(f"{name}: {seconds:.1f} s, {rss:.0f} MB", file=sys.stderr, flush=True)
+
+    base = results.get("one UPDATE", (0.0, 0.0, False))[0]
+    print(f"MariaDB/MySQL {version}, {args.rows:,} rows\n")
+    print("| way | time | rows/s | x one UPDATE | peak RSS | target |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, (seconds, rss, sampled) in results.items():
+        ratio = seconds / base if base else 0.0
+        target = TARGETS.get(name)
+        verdict = ""
+        if target is not None and base:
+            ok = ratio <= target and rss <= MAX_RSS_MB
+            verdict = f"≤ {target}x, ≤ {MAX_RSS_MB} MB: {'PASS' if ok else 'FAIL'}"
+        mark = "~" if sampled else ""
+        print(
+            f"| {name} | {mark}{seconds:.1f} s | {mark}{args.rows / seconds:,.0f} | "
+            f"{mark}{ratio:.2f}x | {rss:.0f} MB | {verdict} |"
+        )
+    return 0
+
+
+def worker(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench_mysql.py worker")
+    parser.add_argument("name", choices=["update", "smart_update", "smart_save"])
+    parser.add_argument("--value", required=True)
+    parser.add_argument("--sample", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.db import transaction
+
+    from example_site.blog.models import BlogPost
+
+    started = time.perf_counter()
+    if args.name == "update":
+        rows = BlogPost.objects.update(author=args.value)
+        print(json.dumps({"rows": rows}))
+        return 0
+    from django_mysql.models import SmartChunkedIterator, SmartIterator
+
+    if args.name == "smart_update":
+        rows = 0
+        # django-mysql's documented way: chunks by primary key, each updated in its transaction.
+        for chunk in SmartChunkedIterator(BlogPost.objects.all(), atomically=True):
+            rows += chunk.update(author=args.value)
+        print(json.dumps({"rows": rows}))
+        return 0
+    rows = 0
+    for post in SmartIterator(BlogPost.objects.all(), atomically=False):
+        if rows >= args.sample:
+            break
+        with transaction.atomic():
+            post.author = args.value
+            post.save(update_fields=["author"])
+        rows += 1
+    seconds = time.perf_counter() - started
+    print(json.dumps({"rows": rows, "seconds": seconds, "sampled": True}))
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["worker"]:
+        sys.exit(worker(sys.argv[2:]))
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,330 @@
+"""MySQL/MariaDB: per-chunk session settings, strict writes, row locks, lock waits retried.
+
+The same guarantees as the PostgreSQL tests of test_safety.py, with MySQL's means: a second
+connection through mysqlclient, lock waits seen in ``information_schema.INNODB_TRX``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+import backfill
+from backfill import events
+from backfill.mysql import transient_reason
+from tests.conftest import database_url
+from tests.test_pacing import FakeClock, Recorder, make_counters
+from tests.testapp.models import Counter
+
+pytestmark = [
+    pytest.mark.skipif(connection.vendor != "mysql", reason="MySQL/MariaDB only"),
+    pytest.mark.django_db(transaction=True),
+]
+
+TABLE = Counter._meta.db_table
+WAIT_LIMIT = 10.0
+
+
+def connect() -> Any:
+    """A second connection to the test database, outside Django."""
+    import MySQLdb
+
+    settings = connection.settings_dict
+    return MySQLdb.connect(
+        host=settings["HOST"] or "127.0.0.1",
+        port=int(settings["PORT"] or 3306),
+        user=settings["USER"],
+        password=settings["PASSWORD"] or "",
+        database=settings["NAME"],
+        autocommit=True,
+    )
+
+
+def thread_id(conn: Any = None) -> int:
+    if conn is None:
+        connection.ensure_connection()
+        conn = connection.connection
+    return int(conn.thread_id())
+
+
+def waiting(observer: Any, thread: int) -> bool:
+    """Wait until session ``thread`` is stuck in its UPDATE (waiting for a row lock: in
+    ``INNODB_TRX`` as ``LOCK WAIT``, or still running it in the process list a second later);
+    False after the limit.
+    """
+    deadline = time.monotonic() + WAIT_LIMIT
+    cursor = observer.cursor()
+    running_since = None
+    while time.monotonic() < deadline:
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+            "WHERE trx_mysql_thread_id = %s AND trx_state = 'LOCK WAIT'",
+            [thread],
+        )
+        if cursor.fetchone()[0]:
+            return True
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE ID = %s AND INFO LIKE 'UPDATE%%'",
+            [thread],
+        )
+        if cursor.fetchone()[0]:
+            running_since = running_since or time.monotonic()
+            if time.monotonic() - running_since > 1.0:
+                return True
+        time.sleep(0.005)
+    return False
+
+
+def session_values(conn: Any = None) -> tuple[Any, ...]:
+    sql = (
+        "SELECT @@SESSION.innodb_lock_wait_timeout, @@SESSION.lock_wait_timeout, "
+        "@@SESSION.max_statement_time, @@SESSION.sql_mode"
+    )
+    if conn is not None:
+        cursor = conn.cursor()
+        cursor.execute(sql)
+        return tuple(cursor.fetchone())
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return tuple(cursor.fetchone())
+
+
+def test_each_chunk_sets_timeouts_and_strict_mode_and_the_session_gets_them_back() -> None:
+    make_counters(30)
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION sql_mode = ''")
+    before = session_values()
+    seen: list[tuple[Any, ...]] = []
+
+    def look(obj: Counter) -> None:
+        if obj.pk % 10 == 1:  # once per chunk, inside its transaction
+            seen.append(session_values())
+        obj.hits = 1
+
+    with CaptureQueriesContext(connection) as queries:
+        backfill.iterate(
+            Counter.objects.all(),
+            transform=look,
+            batch_size=10,
+            lock_timeout=0.25,
+            statement_timeout=3,
+        )
+
+    assert [s[:3] for s in seen] == [(1, 1, 3.0)] * 3  # lock waits: whole seconds, at least 1
+    assert all(s[3] == "STRICT_TRANS_TABLES" for s in seen)
+    # Set before and restored after each chunk's transaction (the last finds no chunk left).
+    sets = [q["sql"] for q in queries if q["sql"].startswith("SET ")]
+    assert len(sets) == 2 * 4
+    assert session_values() == before
+    assert set(Counter.objects.values_list("hits", flat=True)) == {1}
+
+
+def test_a_value_too_long_for_its_column_fails_the_chunk_even_in_a_lax_session() -> None:
+    make_counters(30)
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION sql_mode = ''")  # MySQL would truncate with a warning
+
+    def lengthen(row: dict[str, Any]) -> dict[str, Any]:
+        return {"name": "x" * 500 if row["pk"] % 10 == 5 else "ok"}
+
+    # Refused before the write (the value checks) or by strict mode (1406): never truncated.
+    with pytest.raises(backfill.BackfillError):
+        backfill.cursor(Counter.objects.all(), fields=["name"], transform=lengthen, batch_size=10)
+
+    assert not Counter.objects.filter(name="ok").exists()  # the failing chunk rolled back
+    assert sorted(Counter.objects.values_list("name", flat=True)) == sorted(
+        f"c{i}" for i in range(30)
+    )
+
+
+@pytest.mark.parametrize("kind", ["iterate", "cursor"])
+def test_a_concurrent_write_during_the_chunk_waits_and_then_wins(kind: str) -> None:
+    make_counters(20)
+    pks = list(Counter.objects.order_by("pk").values_list("pk", flat=True))
+    target = pks[6]  # a later row of the first chunk
+    observer, writer = connect(), connect()
+    writer_thread = thread_id(writer)
+    seen: dict[str, Any] = {}
+
+    def write() -> None:
+        writer.cursor().execute(f"UPDATE `{TABLE}` SET hits = hits + 100 WHERE id = %s", [target])
+
+    thread = threading.Thread(target=write, daemon=True)
+
+    def on_row(pk: int) -> None:
+        if pk == pks[0]:
+            thread.start()
+            # The application's UPDATE of a row this chunk read must wait for the chunk.
+            seen["blocked"] = waiting(observer, writer_thread)
+        if pk == pks[9]:
+            seen["writer still waiting"] = thread.is_alive()
+
+    try:
+        if kind == "iterate":
+
+            def bump(obj: Counter) -> None:
+                on_row(obj.pk)
+                obj.hits += 1
+
+            backfill.iterate(Counter.objects.all(), transform=bump, batch_size=10)
+        else:
+
+            def bump_row(row: dict[str, Any]) -> dict[str, Any]:
+                on_row(row["pk"])
+                return {"hits": row["hits"] + 1}
+
+            backfill.cursor(
+                Counter.objects.all(), fields=["hits"], transform=bump_row, batch_size=10
+            )
+        thread.join(WAIT_LIMIT)
+    finally:
+        observer.close()
+        writer.close()
+
+    assert seen == {"blocked": True, "writer still waiting": True}
+    assert Counter.objects.get(pk=target).hits == 101  # the backfill's +1, then the app's +100
+    assert set(Counter.objects.exclude(pk=target).values_list("hits", flat=True)) == {1}
+
+
+@pytest.mark.parametrize("kind", ["update", "iterate"])
+def test_a_row_locked_elsewhere_is_retried_with_half_the_chunk(kind: str) -> None:
+    make_counters(300)
+    first = Counter.objects.order_by("pk").values_list("pk", flat=True)[0]
+    holder = connect()
+    holder.autocommit(False)
+    holder.cursor().execute(f"SELECT 1 FROM `{TABLE}` WHERE id = %s FOR UPDATE", [first])
+    clock, recorder = FakeClock(), Recorder()
+
+    def sleep(seconds: float) -> None:
+        holder.commit()  # the application's transaction ends during the backoff
+        clock.sleep(seconds)
+
+    try:
+        if kind == "update":
+            from django.db.models import F
+
+            result = backfill.update(
+                Counter.objects.all(),
+                set={"hits": F("hits") + 1},
+                batch_size=100,
+                lock_timeout=1,
+                clock=clock,
+                sleep=sleep,
+                reporter=recorder,
+            )
+        else:
+
+            def bump(obj: Counter) -> None:
+                obj.hits += 1
+
+            result = backfill.iterate(
+                Counter.objects.all(),
+                transform=bump,
+                batch_size=100,
+                lock_timeout=1,
+                clock=clock,
+                sleep=sleep,
+                reporter=recorder,
+            )
+    finally:
+        holder.close()
+
+    retries = recorder.of(events.Retrying)
+    assert [(r.reason, r.attempt, r.batch_size) for r in retries] == [("lock timeout", 1, 50)]
+    assert "1205" in retries[0].error
+    assert [e.rows_scanned for e in recorder.of(events.ChunkDone)] == [50, 100, 100, 50]
+    assert result.rows_changed == 300
+    assert set(Counter.objects.values_list("hits", flat=True)) == {1}
+
+
+def test_mysql_error_codes_worth_a_retry() -> None:
+    import MySQLdb
+    from django.db import OperationalError, ProgrammingError
+
+    def wrapped(django_error: type[Exception], code: int) -> Exception:
+        exc = django_error(code, "message")
+        exc.__cause__ = MySQLdb.OperationalError(code, "message")
+        return exc
+
+    assert transient_reason(wrapped(OperationalError, 1213)) == "deadlock"
+    assert transient_reason(wrapped(OperationalError, 1205)) == "lock timeout"
+    assert transient_reason(wrapped(OperationalError, 2006)) == "connection lost"
+    assert transient_reason(wrapped(OperationalError, 2013)) == "connection lost"
+    assert transient_reason(wrapped(ProgrammingError, 1064)) is None  # a syntax error
+
+
+def test_totals_come_from_table_rows_and_dry_run_explains() -> None:
+    make_counters(120)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE TABLE `{TABLE}`")
+        cursor.fetchall()
+        cursor.execute(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+            [TABLE],
+        )
+        estimate = int(cursor.fetchone()[0])
+
+    with CaptureQueriesContext(connection) as queries:
+        result = backfill.update(Counter.objects.all(), set={"hits": 3}, dry_run=True)
+
+    assert result.plan is not None
+    assert result.plan.estimated_rows == estimate
+    assert not [q for q in queries if "COUNT(*)" in q["sql"] and "chunk_keys" not in q["sql"]]
+    assert any(f"{TABLE}: type=range key=PRIMARY" in line for line in result.plan.explain)
+
+
+def test_workers_share_a_run_with_skip_locked(django_db_url: str, run_manage: Any) -> None:
+    make_counters(400)
+
+    done = run_manage(
+        "backfill_iterate",
+        "testapp.Counter",
+        "--transform",
+        "tests.transforms.count_hit",
+        "--batch-size",
+        "25",
+        "--workers",
+        "2",
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert set(Counter.objects.values_list("hits", flat=True)) == {1}
+    assert django_db_url == database_url()
+
+
+def test_replica_aliases_are_asked_show_replica_status(settings: Any) -> None:
+    # The test server is no replica: SHOW REPLICA STATUS has no row, so there is no lag.
+    settings.BACKFILL = {"REPLICA_ALIASES": ["default"]}
+    make_counters(20)
+    recorder = Recorder()
+
+    with CaptureQueriesContext(connection) as queries:
+        result = backfill.update(
+            Counter.objects.all(),
+            set={"hits": 2},
+            batch_size=10,
+            max_replica_lag=1,
+            reporter=recorder,
+        )
+
+    assert result.rows_changed == 20
+    assert len([q for q in queries if q["sql"] == "SHOW REPLICA STATUS"]) == 3  # before each
+    assert not recorder.of(events.Waiting)
+
+
+def test_vacuum_every_says_it_has_no_meaning_here() -> None:
+    make_counters(5)
+    recorder = Recorder()
+
+    backfill.update(Counter.objects.all(), set={"hits": 2}, vacuum_every=0.5, reporter=recorder)
+
+    assert [n.message for n in recorder.of(events.Notice)] == [
+        "--vacuum-every is not run on mysql: it VACUUMs PostgreSQL tables."
+    ]
