@@ -38,6 +38,13 @@ DEFAULTS: dict[str, Any] = {
     # RunBackfill(defer="auto") records the run as pending, to be worked after deploy by
     # backfill_pending, when the table's estimated rows exceed this; below it runs inline.
     "DEFER_ABOVE_ROWS": 100_000,
+    # A run handed to a task engine (--engine / engine=): which engine ("celery"), the queue
+    # its joiner tasks go to, how many joiners work the run at once, and the seconds each one
+    # works before it hands over to its successor.
+    "ENGINE": "celery",
+    "ENGINE_QUEUE": "celery",
+    "ENGINE_JOINERS": 4,
+    "ENGINE_BUDGET_SECONDS": 600.0,
 }
 
 
@@ -65,6 +72,8 @@ class Options:
     count: str = "estimate"
     vacuum_every: float | None = None
     retries: int | None = None
+    # Work the run as one of its parallel workers, in this process (a task engine's joiner).
+    join: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> Options:
