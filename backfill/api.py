@@ -131,8 +131,14 @@ def iterate(
         from backfill.engines import hand_off
 
         return hand_off(
-            queryset, "iterate", set=set, transform=transform, save=save, reporter=reporter,
-            stop=stop, **options,
+            queryset,
+            "iterate",
+            set=set,
+            transform=transform,
+            save=save,
+            reporter=reporter,
+            stop=stop,
+            **options,
         )
     return _run(IterateStrategy(queryset, chosen, save=save), options, reporter, stop, clock, sleep)
 
@@ -176,8 +182,14 @@ def cursor(
         from backfill.engines import hand_off
 
         return hand_off(
-            queryset, "cursor", set=set, transform=transform, fields=fields, reporter=reporter,
-            stop=stop, **options,
+            queryset,
+            "cursor",
+            set=set,
+            transform=transform,
+            fields=fields,
+            reporter=reporter,
+            stop=stop,
+            **options,
         )
     strategy = CursorStrategy(queryset, names, chosen)
     return _run(strategy, options, reporter, stop, clock, sleep)

@@ -180,9 +180,7 @@ def hand_off(
         return result  # already completed: nothing to enqueue
     with transaction.atomic(using=using):
         RunRecipe.objects.using(using).update_or_create(name=name, defaults={"recipe": recipe})
-        transaction.on_commit(
-            lambda: enqueue(handover, name, using, handover.joiners), using=using
-        )
+        transaction.on_commit(lambda: enqueue(handover, name, using, handover.joiners), using=using)
     message = (
         f"Handed run {name!r} to {handover.engine}: {handover.joiners} joiner(s) of up to "
         f"{handover.budget:g} s each on queue {handover.queue!r}. Watch it with: "
@@ -261,7 +259,9 @@ def _start(recipe: Mapping[str, Any], name: str, using: str, *, restart: bool) -
     stopped = StopFlag()
     stopped.set("handing the run to a task engine")
     try:
-        result = recipes.run(recipe, name=name, using=using, stop=stopped, join=True, restart=restart)
+        result = recipes.run(
+            recipe, name=name, using=using, stop=stopped, join=True, restart=restart
+        )
     except Interrupted:
         # Until a joiner starts, the run waits for the engine: running, not stopped.
         Run.objects.using(using).filter(name=name, status=Run.Status.STOPPED).update(
@@ -301,9 +301,7 @@ def join(name: str, using: str = DEFAULT_DB_ALIAS) -> str:
         return "enough joiners"
     host, pid = identity()
     try:
-        recipes.run(
-            stored.recipe, name=name, using=using, join=True, max_runtime=handover.budget
-        )
+        recipes.run(stored.recipe, name=name, using=using, join=True, max_runtime=handover.budget)
         return "completed"
     except Interrupted:
         if _budget_spent(run, using):
@@ -455,4 +453,3 @@ def follow(
     interrupted = result(str(status), message)
     reporter(events.Finished(interrupted))
     raise Interrupted(message, result=interrupted)
-

@@ -204,6 +204,18 @@ def test_command_refuses_an_unknown_engine_with_exit_2() -> None:
     assert not Run.objects.exists()
 
 
+@committing
+def test_without_celery_the_app_imports_and_the_engine_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_counters(10)
+    monkeypatch.setitem(sys.modules, "celery", None)  # import celery now raises ImportError
+    monkeypatch.delitem(sys.modules, "backfill.tasks", raising=False)
+    with pytest.raises(BadInput, match=r"pip install 'django-backfill\[celery\]'"):
+        backfill.iterate(Counter.objects.all(), transform=FAST, engine="celery")
+    assert not Run.objects.exists()
+
+
 # -- the hand-over and a joiner, in this process -------------------------------------------
 
 
@@ -373,4 +385,3 @@ def test_wait_follows_the_run_and_exits_like_a_local_run(
     )
     assert outcome.returncode == 1
     assert "is poisoned" in outcome.error
-
