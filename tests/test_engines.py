@@ -328,6 +328,35 @@ def test_a_worker_killed_mid_run_is_finished_by_a_new_one(
 @needs_redis
 @postgres_only
 @committing
+def test_a_pause_reaches_every_joiner_and_handing_over_again_resumes(
+    queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    from backfill.admin import request_pause
+
+    make_counters(2000)
+    celery_workers(concurrency=3, row_seconds=0.003)
+    hand_off(queue, "paused", SLOW, joiners=3, budget=60.0)
+    deadline = time.monotonic() + 30
+    while Run.objects.get(name="paused").chunks_done < 2:
+        assert time.monotonic() < deadline, "no chunk was done"
+        time.sleep(0.1)
+    request_pause(Run.objects.filter(name="paused"), by="ops")
+    paused, _ = wait_for("paused", ("paused",))
+    deadline = time.monotonic() + 10
+    while Worker.objects.filter(run=paused).exists():  # every joiner left at its next chunk
+        assert time.monotonic() < deadline, "a joiner kept working a paused run"
+        time.sleep(0.1)
+    assert paused.chunks_done < 20
+    assert_ledger_matches_data(paused)
+    assert hand_off(queue, "paused", SLOW, joiners=3, budget=60.0).status == "queued"
+    finished, _ = wait_for("paused", ("completed", "failed"))
+    assert finished.status == "completed", finished.last_error
+    assert_every_row_once()
+
+
+@needs_redis
+@postgres_only
+@committing
 def test_a_transform_that_raises_fails_the_run_and_names_the_row(
     queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
