@@ -28,19 +28,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from backfill import events, recipes
 from backfill.conf import Options, get_setting
+from backfill.database import check_alias
 from backfill.deferred import recipe_of
 from backfill.exceptions import BadInput, ChunkFailed, Interrupted, RunBusy
 from backfill.ledger import identity, process_exists
 from backfill.models import Chunk, Run, RunRecipe, Worker
 from backfill.result import Result
 from backfill.signals import StopFlag
-from backfill.validation import NAME_LENGTH, check_options
+from backfill.validation import NAME_LENGTH, check_options, free_connections
 
 logger = logging.getLogger("backfill")
 
@@ -173,6 +174,7 @@ def hand_off(
         detail = str(exc).replace("a deferred run", "a run handed to an engine")
         raise BadInput(detail.replace("or defer=False", "or run it without engine=")) from None
     recipes.validate(recipe, model, using)
+    _check_database(using, handover.joiners)
     recipe["engine"] = handover.as_data()
     name = options.get("name") or default_name(recipe)
     result = _start(recipe, name, using, restart=bool(options.get("restart")))
@@ -200,6 +202,23 @@ def hand_off(
     report = reporter or events.ignore
     report(events.Notice(message))
     return follow(name, using=using, reporter=report, stop=stop)
+
+
+def _check_database(using: str, joiners: int) -> None:
+    """Joiners claim chunks with SKIP LOCKED, each on its own connection."""
+    check_alias(using)
+    connection = connections[using]
+    if not connection.features.has_select_for_update_skip_locked:
+        raise BadInput(
+            f"engine= needs a database that claims chunks with SKIP LOCKED (PostgreSQL); "
+            f"database {using!r} is {connection.vendor}. Run the backfill without engine=."
+        )
+    free = free_connections(connection)
+    if free is not None and joiners > free:
+        raise BadInput(
+            f"joiners={joiners} need {joiners} more connections but database {using!r} allows "
+            f"{max(free, 0)} more. Pass joiners={max(free, 1)} or fewer."
+        )
 
 
 def _check_describable(queryset: QuerySet[Any], options: Mapping[str, Any]) -> None:

@@ -196,6 +196,20 @@ def test_what_cannot_be_handed_over_is_refused(call: Callable[[], Any], expected
 
 
 @committing
+def test_the_database_must_take_the_joiners() -> None:
+    from django.db import connection
+
+    make_counters(10)
+    if connection.features.has_select_for_update_skip_locked:
+        expected = "joiners=999 need 999 more connections"  # above max_connections
+    else:
+        expected = "needs a database that claims chunks with SKIP LOCKED"
+    with pytest.raises(BadInput, match=expected):
+        backfill.iterate(Counter.objects.all(), transform=FAST, engine="celery", joiners=999)
+    assert not Run.objects.exists()
+
+
+@committing
 def test_command_refuses_an_unknown_engine_with_exit_2() -> None:
     make_counters(10)
     outcome = run("backfill_iterate", "testapp.Counter", "--transform", FAST, "--engine", "rq")
@@ -211,6 +225,7 @@ def test_without_celery_the_app_imports_and_the_engine_says_what_to_install(
     make_counters(10)
     monkeypatch.setitem(sys.modules, "celery", None)  # import celery now raises ImportError
     monkeypatch.delitem(sys.modules, "backfill.tasks", raising=False)
+    monkeypatch.delattr(backfill, "tasks", raising=False)
     with pytest.raises(BadInput, match=r"pip install 'django-backfill\[celery\]'"):
         backfill.iterate(Counter.objects.all(), transform=FAST, engine="celery")
     assert not Run.objects.exists()
