@@ -177,7 +177,58 @@ def hand_off(
     _check_database(using, handover.joiners)
     recipe["engine"] = handover.as_data()
     name = options.get("name") or default_name(recipe)
-    result = _start(recipe, name, using, restart=bool(options.get("restart")))
+    return _hand_over(
+        recipe,
+        name,
+        using,
+        restart=bool(options.get("restart")),
+        wait=wait,
+        reporter=reporter,
+        stop=stop,
+    )
+
+
+def revive(
+    name: str,
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    wait: bool = False,
+    reporter: events.Reporter | None = None,
+    stop: StopFlag | None = None,
+) -> Result:
+    """Hand run ``name`` to its engine again, as its recipe says: resume it, enqueue N joiners.
+
+    For a run whose joiners all vanished (a lost task, a flushed broker) or that was paused;
+    joiners still at work are kept, and the guard keeps the run at N. Raises BadInput when the
+    run was not handed to an engine; with ``wait`` what ``follow`` raises.
+    """
+    check_alias(using)
+    stored = recipe_of(name, using)
+    if stored is None or "engine" not in stored.recipe:
+        from backfill.status import get_run
+
+        get_run(name, using)  # BadInput with the closest names when there is no such run
+        raise BadInput(
+            f"Run {name!r} was not handed to a task engine; resume it with the command that "
+            f"started it, shown by: {watch_command(name, using)}"
+        )
+    recipe = dict(stored.recipe)
+    recipes.validate(recipe, recipes.model_of(recipe), using)
+    return _hand_over(recipe, name, using, restart=False, wait=wait, reporter=reporter, stop=stop)
+
+
+def _hand_over(
+    recipe: dict[str, Any],
+    name: str,
+    using: str,
+    *,
+    restart: bool,
+    wait: bool,
+    reporter: events.Reporter | None,
+    stop: StopFlag | None,
+) -> Result:
+    handover = Handover(**recipe["engine"])
+    result = _start(recipe, name, using, restart=restart)
     if result is not None:
         return result  # already completed: nothing to enqueue
     with transaction.atomic(using=using):
@@ -191,8 +242,8 @@ def hand_off(
     logger.info(message)
     queued = Result(
         name=name,
-        model=model._meta.label,
-        strategy=strategy,
+        model=recipe["model"],
+        strategy=recipe["strategy"],
         database=using,
         status="queued",
         message=message,

@@ -14,10 +14,12 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 import backfill
 from backfill import engines
@@ -210,6 +212,16 @@ def test_the_database_must_take_the_joiners() -> None:
 
 
 @committing
+def test_only_a_run_handed_to_an_engine_can_be_handed_over_again() -> None:
+    make_counters(10)
+    backfill.iterate(Counter.objects.all(), transform=FAST, name="local")
+    outcome = run("backfill_enqueue", "local")
+    assert outcome.returncode == 2
+    assert "Run 'local' was not handed to a task engine" in outcome.error
+    assert run("backfill_enqueue", "lokal").returncode == 2
+
+
+@committing
 def test_command_refuses_an_unknown_engine_with_exit_2() -> None:
     make_counters(10)
     outcome = run("backfill_iterate", "testapp.Counter", "--transform", FAST, "--engine", "rq")
@@ -331,9 +343,18 @@ def test_a_worker_killed_mid_run_is_finished_by_a_new_one(
     first.wait()
     assert Run.objects.get(name="killed").status == Run.Status.RUNNING
     assert_ledger_matches_data(Run.objects.get(name="killed"))
+    # No joiner is left: once their lease has run out (aged here rather than waited for),
+    # backfill_runs shows the run stalled and the one command that revives it.
+    Worker.objects.filter(run__name="killed").update(
+        heartbeat_at=timezone.now() - timedelta(seconds=120)
+    )
+    shown = run("backfill_runs", "killed")
+    assert "abandoned" in shown.stdout
+    assert "resume         python manage.py backfill_enqueue killed" in shown.stdout
     celery_workers(concurrency=2, row_seconds=0.0)
-    # The documented revival: hand the run over again; it resumes from its checkpoint.
-    assert hand_off(queue, "killed", SLOW, joiners=2, budget=60.0).status == "queued"
+    revived = run("backfill_enqueue", "killed")
+    assert revived.returncode == 0, revived.error
+    assert "Handed run 'killed' to celery: 2 joiner(s)" in revived.stdout
     finished, _ = wait_for("killed", ("completed", "failed"))
     assert finished.status == "completed", finished.last_error
     assert_every_row_once()
