@@ -222,6 +222,16 @@ def test_only_a_run_handed_to_an_engine_can_be_handed_over_again() -> None:
 
 
 @committing
+@pytest.mark.parametrize("flag", [["--wait"], ["--joiners", "3"], ["--budget", "60"]])
+def test_engine_flags_without_an_engine_are_refused(flag: list[str]) -> None:
+    make_counters(10)
+    outcome = run("backfill_iterate", "testapp.Counter", "--transform", FAST, *flag)
+    assert outcome.returncode == 2
+    assert f"{flag[0]} is about a run handed to a task engine" in outcome.error
+    assert not Run.objects.exists()
+
+
+@committing
 def test_command_refuses_an_unknown_engine_with_exit_2() -> None:
     make_counters(10)
     outcome = run("backfill_iterate", "testapp.Counter", "--transform", FAST, "--engine", "rq")

@@ -227,8 +227,13 @@ class BackfillCommand(EdgeCommand):
         )
         queryset = model._base_manager.using(options["database"]).filter(where)
         common = self.common(options)
-        if options.get("wait") and not (options.get("engine") or options.get("enqueue")):
-            raise BadInput("--wait follows a run handed to an engine: pass --engine celery too.")
+        if not (options.get("engine") or options.get("enqueue")):
+            for flag in ("wait", "joiners", "budget", "queue"):
+                if options.get(flag) not in (None, False):
+                    raise BadInput(
+                        f"--{flag} is about a run handed to a task engine: pass --engine "
+                        "celery (or --enqueue) too, or leave it out."
+                    )
         if options.get("engine") or options.get("enqueue"):
             # Joiners rebuild the rows from the lookups, not from a queryset.
             queryset = model._base_manager.using(options["database"]).all()
