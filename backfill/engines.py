@@ -49,6 +49,8 @@ ENGINES = ("celery",)
 # Run options a joiner must not inherit: each joiner is one parallel worker working its budget.
 NOT_STORED = ("name", "restart", "dry_run", "max_runtime", "workers", "join", "extra")
 MAX_JOINERS = 1000
+# A day: longer than a broker's redelivery timeout is never wanted.
+MAX_BUDGET = 86_400.0
 POLL_EVERY = 1.0
 
 
@@ -84,8 +86,16 @@ class Handover:
                 f"joiners must be from 1 to {MAX_JOINERS}, got {handover.joiners!r}: each "
                 "joiner holds one database connection while it works."
             )
-        # The same bounds as a local run's max_runtime.
-        check_options(Options(max_runtime=handover.budget))
+        seconds = handover.budget
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not 0 < seconds <= MAX_BUDGET
+        ):
+            raise BadInput(
+                f"budget must be a number of seconds above 0 and at most {MAX_BUDGET:g}, got "
+                f"{seconds!r}: a joiner hands over to its successor after it, e.g. budget=600."
+            )
         _engine_module(handover.engine)
         return handover
 

@@ -176,6 +176,12 @@ def hand_off(queue: str, name: str, transform: str = FAST, **options: Any) -> An
         ),
         (
             lambda: backfill.iterate(
+                Counter.objects.all(), transform=FAST, engine="celery", budget=float("nan")
+            ),
+            "budget must be a number of seconds above 0",
+        ),
+        (
+            lambda: backfill.iterate(
                 Counter.objects.all(), transform=FAST, engine="celery", workers=4
             ),
             "pass joiners=",
