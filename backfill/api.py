@@ -93,6 +93,10 @@ def update(
     if not set:
         raise BadInput("update() needs set={field: value}; nothing to set.")
     values = validate_mapping(queryset.model, set)
+    if "engine" in options:
+        from backfill.engines import hand_off
+
+        return hand_off(queryset, "update", set=values, reporter=reporter, stop=stop, **options)
     return _run(UpdateStrategy(queryset, values), options, reporter, stop, clock, sleep)
 
 
@@ -125,6 +129,19 @@ def iterate(
         chosen = instance_setter(validate_mapping(queryset.model, set), queryset.model)
     else:
         chosen = resolve(queryset.model, transform, rows=False)
+    if "engine" in options:
+        from backfill.engines import hand_off
+
+        return hand_off(
+            queryset,
+            "iterate",
+            set=set,
+            transform=transform,
+            save=save,
+            reporter=reporter,
+            stop=stop,
+            **options,
+        )
     return _run(IterateStrategy(queryset, chosen, save=save), options, reporter, stop, clock, sleep)
 
 
@@ -163,5 +180,18 @@ def cursor(
     )
     if set:
         names = [*names, *(n for n in default_fields if n not in names)]
+    if "engine" in options:
+        from backfill.engines import hand_off
+
+        return hand_off(
+            queryset,
+            "cursor",
+            set=set,
+            transform=transform,
+            fields=fields,
+            reporter=reporter,
+            stop=stop,
+            **options,
+        )
     strategy = CursorStrategy(queryset, names, chosen)
     return _run(strategy, options, reporter, stop, clock, sleep)

@@ -48,6 +48,13 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_PUSHGATEWAY": None,
     # OpenTelemetry spans of runs in processes that loaded opentelemetry (backfill.tracing).
     "TRACING": True,
+    # A run handed to a task engine (--engine / engine=): which engine ("celery"), the queue
+    # its joiner tasks go to, how many joiners work the run at once, and the seconds each one
+    # works before it hands over to its successor.
+    "ENGINE": "celery",
+    "ENGINE_QUEUE": "celery",
+    "ENGINE_JOINERS": 4,
+    "ENGINE_BUDGET_SECONDS": 600.0,
 }
 
 
@@ -75,6 +82,8 @@ class Options:
     count: str = "estimate"
     vacuum_every: float | None = None
     retries: int | None = None
+    # Work the run as one of its parallel workers, in this process (a task engine's joiner).
+    join: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> Options:

@@ -110,7 +110,7 @@ class Runner:
         self.using = strategy.queryset.db
         self.connection = connections[self.using]
         self.model = strategy.queryset.model
-        self.parallel = parallel or self.options.workers > 1
+        self.parallel = parallel or self.options.workers > 1 or self.options.join
         self.description = strategy.describe(None)
         # An empty --name is refused (check_name), not silently replaced by a derived one.
         self.name = (

@@ -108,6 +108,9 @@ def annotated(queryset: QuerySet[Run]) -> QuerySet[Run]:
         pending_chunks=Count("chunks", filter=Q(chunks__status=Chunk.Status.PENDING)),
         lowest_pending=Subquery(pending.order_by("id").values("lo")[:1]),
         deferred_run=Exists(RunRecipe.objects.filter(name=OuterRef("name"), deferred=True)),
+        engine_run=Exists(
+            RunRecipe.objects.filter(name=OuterRef("name"), recipe__has_key="engine")
+        ),
     ).prefetch_related(Prefetch("workers", queryset=Worker.objects.order_by("host", "pid")))
 
 
@@ -141,6 +144,12 @@ def resume_command(run: Run, using: str = DEFAULT_DB_ALIAS) -> str | None:
     """
     if run.status == Run.Status.COMPLETED:
         return None
+    if getattr(run, "engine_run", False):
+        # Handed to a task engine (backfill.engines): handing it over again resumes it.
+        revive = ["python", "manage.py", "backfill_enqueue", run.name]
+        if using != DEFAULT_DB_ALIAS:
+            revive += ["--database", using]
+        return shlex.join(revive)
     if getattr(run, "deferred_run", False):
         from backfill.deferred import pending_command
 

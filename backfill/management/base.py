@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS, models
+from django.db.models import Q
 
 from backfill import events, schema
 from backfill.database import check_alias
@@ -28,6 +29,18 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise BadInput(f"--batch-size must be positive, got {value}. Pass e.g. --batch-size 2000.")
     return value
+
+
+def engine_options(options: dict[str, Any], where: Q) -> dict[str, Any]:
+    """What ``--engine``/``--enqueue`` pass to the API (``backfill.engines.hand_off``)."""
+    return {
+        "engine": options.get("engine"),
+        "filter": where,
+        "joiners": options.get("joiners"),
+        "budget": options.get("budget"),
+        "queue": options.get("queue"),
+        "wait": options.get("wait", False),
+    }
 
 
 class BackfillCommand(EdgeCommand):
@@ -130,6 +143,28 @@ class BackfillCommand(EdgeCommand):
             help="N processes working this run in parallel (PostgreSQL).",
         )
         parser.add_argument(
+            "--engine",
+            metavar="NAME",
+            help="Hand the run to a task engine (celery): enqueue joiners and exit 0.",
+        )
+        parser.add_argument(
+            "--enqueue",
+            action="store_true",
+            help="Hand the run to the engine of BACKFILL['ENGINE'].",
+        )
+        parser.add_argument(
+            "--joiners", type=int, metavar="N", help="With --engine: tasks working it at once."
+        )
+        parser.add_argument(
+            "--budget", type=float, metavar="S", help="With --engine: seconds per joiner task."
+        )
+        parser.add_argument("--queue", help="With --engine: the queue of the joiner tasks.")
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="With --engine: follow the run until it ends; exit as a local run would.",
+        )
+        parser.add_argument(
             "--progress",
             choices=["auto", "bar", "log", "json", "none"],
             default="auto",
@@ -198,8 +233,20 @@ class BackfillCommand(EdgeCommand):
             model, options["filter"], options["exclude"], using=options["database"]
         )
         queryset = model._base_manager.using(options["database"]).filter(where)
+        common = self.common(options)
+        if not (options.get("engine") or options.get("enqueue")):
+            for flag in ("wait", "joiners", "budget", "queue"):
+                if options.get(flag) not in (None, False):
+                    raise BadInput(
+                        f"--{flag} is about a run handed to a task engine: pass --engine "
+                        "celery (or --enqueue) too, or leave it out."
+                    )
+        if options.get("engine") or options.get("enqueue"):
+            # Joiners rebuild the rows from the lookups, not from a queryset.
+            queryset = model._base_manager.using(options["database"]).all()
+            common.update(engine_options(options, where))
         try:
-            result = self.run_backfill(model, queryset, options, **self.common(options))
+            result = self.run_backfill(model, queryset, options, **common)
         except Interrupted as exc:
             self.render(exc.result, options, exit_code=exc.exit_code)
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
@@ -260,7 +307,7 @@ class BackfillCommand(EdgeCommand):
             self.stdout.write(self.style.SUCCESS(result.message))
         else:
             self.stdout.write(result.message)
-        if result.status != "already completed":
+        if result.status not in ("already completed", "queued"):
             self.stdout.write(summary_line(result))
         if result.total_chunks != result.chunks:
             self.stdout.write(

@@ -1,0 +1,535 @@
+"""A run handed to a task engine (Celery): joiners on the team's own workers work it.
+
+``backfill.update/iterate/cursor(..., engine="celery")`` (``--engine celery`` on the commands)
+checks everything a local run checks, creates the run through the ledger, stores the backfill
+as data (``backfill.recipes``) and enqueues N "join run R for up to B seconds" tasks when the
+transaction commits. It returns at once; ``wait=True`` (``--wait``) follows the run from the
+ledger and ends like a local run.
+
+A joiner (``join``) rebuilds the backfill from its recipe against the current model and works
+it as one of the run's parallel workers: it claims chunks with ``SELECT … FOR UPDATE SKIP
+LOCKED`` like ``--workers``, until its budget ends or no chunk is left, then enqueues its
+successor while work remains. The run's row lock guards the count, so at most N joiners work it
+at once, however many tasks the engine delivers. No engine is exactly-once (a task may run twice,
+or never, or die with its worker); the ledger is: a chunk's write and its checkpoint commit
+together, and a chunk is claimed by its row lock. A run whose joiners all vanished (a lost task,
+a broker wiped) is revived by handing it over again: the same call or command resumes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shlex
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from backfill import events, recipes
+from backfill.conf import Options, get_setting
+from backfill.database import check_alias
+from backfill.deferred import recipe_of
+from backfill.exceptions import BadInput, ChunkFailed, Interrupted, RunBusy
+from backfill.ledger import identity, process_exists
+from backfill.models import Chunk, Run, RunRecipe, Worker
+from backfill.result import Result
+from backfill.signals import StopFlag
+from backfill.validation import NAME_LENGTH, check_options, free_connections
+
+logger = logging.getLogger("backfill")
+
+ENGINES = ("celery",)
+# Run options a joiner must not inherit: each joiner is one parallel worker working its budget.
+NOT_STORED = ("name", "restart", "dry_run", "max_runtime", "workers", "join", "extra")
+MAX_JOINERS = 1000
+# A day: longer than a broker's redelivery timeout is never wanted.
+MAX_BUDGET = 86_400.0
+POLL_EVERY = 1.0
+
+
+@dataclass(frozen=True)
+class Handover:
+    """How a run is handed to an engine: kept in its recipe, so every joiner knows it."""
+
+    engine: str
+    queue: str
+    joiners: int
+    budget: float
+
+    @classmethod
+    def chosen(
+        cls, engine: str | None, queue: str | None, joiners: int | None, budget: float | None
+    ) -> Handover:
+        """From the arguments, else the settings. Raises BadInput for a value out of range."""
+        handover = cls(
+            engine=engine or str(get_setting("ENGINE")),
+            queue=queue or str(get_setting("ENGINE_QUEUE")),
+            joiners=joiners if joiners is not None else int(get_setting("ENGINE_JOINERS")),
+            budget=budget if budget is not None else float(get_setting("ENGINE_BUDGET_SECONDS")),
+        )
+        if handover.engine not in ENGINES:
+            raise BadInput(
+                f"engine={handover.engine!r} is not a task engine backfill knows. "
+                f"Pass one of: {', '.join(ENGINES)}."
+            )
+        if isinstance(handover.joiners, bool) or not isinstance(handover.joiners, int):
+            raise BadInput(f"joiners must be a whole number, got {handover.joiners!r}.")
+        if not 1 <= handover.joiners <= MAX_JOINERS:
+            raise BadInput(
+                f"joiners must be from 1 to {MAX_JOINERS}, got {handover.joiners!r}: each "
+                "joiner holds one database connection while it works."
+            )
+        seconds = handover.budget
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not 0 < seconds <= MAX_BUDGET
+        ):
+            raise BadInput(
+                f"budget must be a number of seconds above 0 and at most {MAX_BUDGET:g}, got "
+                f"{seconds!r}: a joiner hands over to its successor after it, e.g. budget=600."
+            )
+        _engine_module(handover.engine)
+        return handover
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "queue": self.queue,
+            "joiners": self.joiners,
+            "budget": self.budget,
+        }
+
+
+def _engine_module(engine: str) -> Any:
+    """The module holding the engine's joiner task; BadInput when the engine is not installed."""
+    try:
+        from backfill import tasks
+    except ImportError:
+        raise BadInput(
+            f"engine={engine!r} needs Celery, which is not installed. Install it with "
+            "pip install 'django-backfill[celery]'."
+        ) from None
+    return tasks
+
+
+def watch_command(name: str, using: str = DEFAULT_DB_ALIAS) -> str:
+    args = ["python", "manage.py", "backfill_runs", name]
+    if using != DEFAULT_DB_ALIAS:
+        args += ["--database", using]
+    return shlex.join(args)
+
+
+# -- handing a run over -----------------------------------------------------------------------
+
+
+def hand_off(
+    queryset: QuerySet[Any],
+    strategy: str,
+    *,
+    engine: str | None,
+    set: Mapping[str, Any] | None = None,
+    transform: Any = None,
+    fields: Sequence[str] | None = None,
+    save: bool = False,
+    filter: Mapping[str, Any] | Q | None = None,
+    exclude: Mapping[str, Any] | Q | None = None,
+    queue: str | None = None,
+    joiners: int | None = None,
+    budget: float | None = None,
+    wait: bool = False,
+    reporter: events.Reporter | None = None,
+    stop: StopFlag | None = None,
+    **options: Any,
+) -> Result:
+    """Create the run, then enqueue its joiners on the engine when the transaction commits.
+
+    Called by ``backfill.update/iterate/cursor`` when they get ``engine=``. The rows are
+    ``queryset`` (unfiltered) narrowed by ``filter``/``exclude`` lookups: what a worker on
+    another machine can rebuild. Returns a Result with status ``queued``; with ``wait`` the
+    Result of the finished run. Raises BadInput before anything is written or enqueued (a
+    filtered queryset, a lambda transform, a value JSON cannot hold), RunBusy when a
+    single-process run holds the run; with ``wait``, ChunkFailed and Interrupted as a local
+    run does.
+    """
+    using = queryset.db
+    model = queryset.model
+    handover = Handover.chosen(engine, queue, joiners, budget)
+    _check_describable(queryset, options)
+    check_options(Options(**options))
+    run_options = {k: v for k, v in options.items() if k not in NOT_STORED}
+    if save:
+        run_options["save"] = True
+    fields = _loaded_fields(queryset, strategy, fields)
+    try:
+        recipe = recipes.build(
+            model_label=model._meta.label,
+            strategy=strategy,
+            set=set,
+            transform=transform,
+            fields=fields,
+            filter=filter,
+            exclude=exclude,
+            needs=None,
+            options=run_options,
+        )
+    except ValueError as exc:
+        detail = str(exc).replace("a deferred run", "a run handed to an engine")
+        raise BadInput(detail.replace("or defer=False", "or run it without engine=")) from None
+    recipes.validate(recipe, model, using)
+    _check_database(using, handover.joiners)
+    recipe["engine"] = handover.as_data()
+    name = options.get("name") or default_name(recipe)
+    return _hand_over(
+        recipe,
+        name,
+        using,
+        restart=bool(options.get("restart")),
+        wait=wait,
+        reporter=reporter,
+        stop=stop,
+    )
+
+
+def revive(
+    name: str,
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    wait: bool = False,
+    reporter: events.Reporter | None = None,
+    stop: StopFlag | None = None,
+) -> Result:
+    """Hand run ``name`` to its engine again, as its recipe says: resume it, enqueue N joiners.
+
+    For a run whose joiners all vanished (a lost task, a flushed broker) or that was paused;
+    joiners still at work are kept, and the guard keeps the run at N. Raises BadInput when the
+    run was not handed to an engine; with ``wait`` what ``follow`` raises.
+    """
+    check_alias(using)
+    stored = recipe_of(name, using)
+    if stored is None or "engine" not in stored.recipe:
+        from backfill.status import get_run
+
+        get_run(name, using)  # BadInput with the closest names when there is no such run
+        raise BadInput(
+            f"Run {name!r} was not handed to a task engine; resume it with the command that "
+            f"started it, shown by: {watch_command(name, using)}"
+        )
+    recipe = dict(stored.recipe)
+    recipes.validate(recipe, recipes.model_of(recipe), using)
+    return _hand_over(recipe, name, using, restart=False, wait=wait, reporter=reporter, stop=stop)
+
+
+def _hand_over(
+    recipe: dict[str, Any],
+    name: str,
+    using: str,
+    *,
+    restart: bool,
+    wait: bool,
+    reporter: events.Reporter | None,
+    stop: StopFlag | None,
+) -> Result:
+    handover = Handover(**recipe["engine"])
+    result = _start(recipe, name, using, restart=restart)
+    if result is not None:
+        return result  # already completed: nothing to enqueue
+    with transaction.atomic(using=using):
+        RunRecipe.objects.using(using).update_or_create(name=name, defaults={"recipe": recipe})
+        transaction.on_commit(lambda: enqueue(handover, name, using, handover.joiners), using=using)
+    message = (
+        f"Handed run {name!r} to {handover.engine}: {handover.joiners} joiner(s) of up to "
+        f"{handover.budget:g} s each on queue {handover.queue!r}. Watch it with: "
+        f"{watch_command(name, using)}"
+    )
+    logger.info(message)
+    queued = Result(
+        name=name,
+        model=recipe["model"],
+        strategy=recipe["strategy"],
+        database=using,
+        status="queued",
+        message=message,
+    )
+    if not wait:
+        return queued
+    report = reporter or events.ignore
+    report(events.Notice(message))
+    return follow(name, using=using, reporter=report, stop=stop)
+
+
+def _check_database(using: str, joiners: int) -> None:
+    """Joiners claim chunks with SKIP LOCKED, each on its own connection."""
+    check_alias(using)
+    connection = connections[using]
+    if not connection.features.has_select_for_update_skip_locked:
+        raise BadInput(
+            f"engine= needs a database that claims chunks with SKIP LOCKED (PostgreSQL); "
+            f"database {using!r} is {connection.vendor}. Run the backfill without engine=."
+        )
+    free = free_connections(connection)
+    if free is not None and joiners > free:
+        raise BadInput(
+            f"joiners={joiners} need {joiners} more connections but database {using!r} allows "
+            f"{max(free, 0)} more. Pass joiners={max(free, 1)} or fewer."
+        )
+
+
+def _check_describable(queryset: QuerySet[Any], options: Mapping[str, Any]) -> None:
+    if queryset.query.where:
+        raise BadInput(
+            "engine= hands the run to other processes, which cannot rebuild a filtered "
+            "queryset. Pass the model's unfiltered queryset (e.g. BlogPost.objects.all()) and "
+            "the lookups as filter={'author__isnull': True} (or a Q object)."
+        )
+    if options.get("dry_run"):
+        raise BadInput("A dry run is local: call it without engine= to see the plan.")
+    if options.get("max_runtime") is not None:
+        raise BadInput(
+            "max_runtime bounds one process; with engine= pass budget= (the seconds each "
+            "joiner works before it hands over to its successor)."
+        )
+    if options.get("workers", 1) != 1:
+        raise BadInput(
+            "workers= forks processes on this machine; with engine= pass joiners= (how many "
+            "tasks work the run at once)."
+        )
+
+
+def _loaded_fields(
+    queryset: QuerySet[Any], strategy: str, fields: Sequence[str] | None
+) -> Sequence[str] | None:
+    """The columns ``iterate`` loads, from the queryset's ``only()``; ``defer()`` is refused."""
+    names, deferred = queryset.query.deferred_loading
+    if strategy != "iterate" or not names:
+        return fields
+    if deferred:
+        raise BadInput(
+            "engine= cannot hand over a queryset with defer(): list the columns to load "
+            "with only() instead."
+        )
+    return sorted(names)
+
+
+def default_name(recipe: Mapping[str, Any]) -> str:
+    """A stable run name from what the recipe does (the engine settings left out)."""
+    what = {k: v for k, v in recipe.items() if k != "engine"}
+    digest = hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+    doing = recipe.get("transform") or "set " + ",".join(recipe.get("set", {}))
+    head = f"{recipe['strategy']} {recipe['model']} {doing}"
+    if len(head) > NAME_LENGTH - len(digest) - 1:
+        head = head[: NAME_LENGTH - len(digest) - 2] + "…"
+    return f"{head} {digest}"
+
+
+def _start(recipe: Mapping[str, Any], name: str, using: str, *, restart: bool) -> Result | None:
+    """Create (or resume) the run through the ledger, as a parallel run nobody works yet.
+
+    The run is started by a Runner that is stopped before its first chunk: every check a local
+    run makes is made, with the same run name, spec and key range its joiners will find.
+    Returns the Result when the run is already completed, else None.
+    """
+    stopped = StopFlag()
+    stopped.set("handing the run to a task engine")
+    try:
+        result = recipes.run(
+            recipe, name=name, using=using, stop=stopped, join=True, restart=restart
+        )
+    except Interrupted:
+        # Until a joiner starts, the run waits for the engine: running, not stopped.
+        Run.objects.using(using).filter(name=name, status=Run.Status.STOPPED).update(
+            status=Run.Status.RUNNING, heartbeat_at=timezone.now()
+        )
+        return None
+    return result
+
+
+def enqueue(handover: Handover, name: str, using: str, count: int) -> None:
+    """Put ``count`` joiner tasks of run ``name`` on the engine's queue."""
+    tasks = _engine_module(handover.engine)
+    for _ in range(count):
+        tasks.join_run.apply_async(args=[name, using], queue=handover.queue)
+    logger.info("Enqueued %d joiner(s) of run %r on %r", count, name, handover.queue)
+
+
+# -- a joiner ---------------------------------------------------------------------------------
+
+
+def join(name: str, using: str = DEFAULT_DB_ALIAS) -> str:
+    """Work run ``name`` as one of its joiners for up to its budget; the engine's task body.
+
+    Returns what happened, for the engine's log: ``completed``, ``handed over`` (a successor
+    was enqueued), ``enough joiners``, or the run's status when it needs no more work. Never
+    raises for the run's own failures: they are recorded on the run, where its watchers look.
+    """
+    stored = recipe_of(name, using)
+    if stored is None or "engine" not in stored.recipe:
+        logger.error("Run %r has no engine recipe; nothing to join.", name)
+        return "no recipe"
+    handover = Handover(**stored.recipe["engine"])
+    run = Run.objects.using(using).filter(name=name).first()
+    if run is None or run.status not in (Run.Status.RUNNING, Run.Status.STOPPED):
+        return run.status if run is not None else "no run"
+    if not _enter(run, handover.joiners, using):
+        return "enough joiners"
+    host, pid = identity()
+    try:
+        recipes.run(stored.recipe, name=name, using=using, join=True, max_runtime=handover.budget)
+        return "completed"
+    except Interrupted:
+        if _budget_spent(run, using):
+            enqueue(handover, name, using, 1)
+            return "handed over"
+        return str(Run.objects.using(using).get(pk=run.pk).status)
+    except (ChunkFailed, RunBusy) as exc:
+        logger.error("Joiner of run %r: %s", name, exc)
+        return "failed" if isinstance(exc, ChunkFailed) else "busy"
+    except BadInput as exc:
+        # The recipe no longer fits the model (a field renamed since): no joiner can work it.
+        Run.objects.using(using).filter(pk=run.pk).update(
+            status=Run.Status.FAILED, last_error=str(exc)
+        )
+        logger.error("Joiner of run %r: %s", name, exc)
+        return "failed"
+    finally:
+        Worker.objects.using(using).filter(run=run, host=host, pid=pid).delete()
+
+
+def _enter(run: Run, joiners: int, using: str) -> bool:
+    """Register this process as a worker of ``run`` unless ``joiners`` already work it.
+
+    Counted under the run's row lock, so two tasks delivered at once cannot both pass.
+    """
+    host, pid = identity()
+    lease = float(get_setting("LEASE_SECONDS"))
+    with transaction.atomic(using=using):
+        Run.objects.using(using).select_for_update().filter(pk=run.pk).get()
+        now = timezone.now()
+        live = [
+            worker
+            for worker in Worker.objects.using(using).filter(
+                run=run, heartbeat_at__gte=now - timedelta(seconds=lease)
+            )
+            if (worker.host, worker.pid) != (host, pid)
+            and not (worker.host == host and not process_exists(worker.pid))
+        ]
+        if len(live) >= joiners:
+            return False
+        Worker.objects.using(using).update_or_create(
+            run=run, host=host, pid=pid, defaults={"heartbeat_at": now}
+        )
+        return True
+
+
+def _budget_spent(run: Run, using: str) -> bool:
+    """After a joiner's budget ended: whether work remains, for a successor.
+
+    The Runner recorded the run as stopped, perhaps over another joiner's "completed": settle
+    it to completed when every chunk is planned and done, else back to running.
+    """
+    with transaction.atomic(using=using):
+        runs = Run.objects.using(using).select_for_update().filter(pk=run.pk)
+        state = runs.values("status", "planned_all").get()
+        if state["status"] not in (Run.Status.STOPPED, Run.Status.COMPLETED):
+            return False  # paused, cancelled or failed meanwhile
+        pending = Chunk.objects.using(using).filter(run=run, status=Chunk.Status.PENDING)
+        if state["planned_all"] and not pending.exists():
+            runs.update(status=Run.Status.COMPLETED, finished_at=timezone.now(), last_error="")
+            return False
+        runs.update(status=Run.Status.RUNNING)
+        return True
+
+
+# -- following a run --------------------------------------------------------------------------
+
+
+def follow(
+    name: str,
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    reporter: events.Reporter = events.ignore,
+    stop: StopFlag | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Result:
+    """Follow run ``name`` from the ledger until it ends; end as a local run would.
+
+    Reports progress (``ChunkDone``) as the joiners commit chunks. Returns the Result when the
+    run completed; raises ChunkFailed when it failed (its message names the row or chunk),
+    Interrupted when it was paused or cancelled, or when ``stop`` is set (the run goes on).
+    """
+    flag = stop if stop is not None else StopFlag()
+    started = clock()
+    first = Run.objects.using(using).get(name=name)
+    base = seen = (first.rows_scanned, first.rows_changed, first.chunks_done)
+    while True:
+        run = Run.objects.using(using).get(name=name)
+        now = (run.rows_scanned, run.rows_changed, run.chunks_done)
+        if now[2] != seen[2]:
+            reporter(
+                events.ChunkDone(
+                    None,
+                    run.frontier,
+                    now[0] - seen[0],
+                    now[1] - seen[1],
+                    POLL_EVERY,
+                    run.batch_size,
+                    *now,
+                )
+            )
+            seen = now
+        status = run.status
+        ended = status in (
+            Run.Status.COMPLETED,
+            Run.Status.FAILED,
+            Run.Status.PAUSED,
+            Run.Status.CANCELLED,
+        )
+        if ended or flag:
+            break
+        sleep(POLL_EVERY)
+    elapsed = clock() - started
+
+    def result(state: str, message: str) -> Result:
+        return Result(
+            name=name,
+            model=run.model_label,
+            strategy=run.strategy,
+            database=using,
+            status=state,
+            rows_scanned=now[0] - base[0],
+            rows_changed=now[1] - base[1],
+            chunks=now[2] - base[2],
+            elapsed=elapsed,
+            total_rows_scanned=run.rows_scanned,
+            total_rows_changed=run.rows_changed,
+            total_chunks=run.chunks_done,
+            message=message,
+        )
+
+    if status == Run.Status.COMPLETED:
+        done = result("completed", f"Completed run {name!r}.")
+        reporter(events.Finished(done))
+        return done
+    if status == Run.Status.FAILED:
+        failed = result("failed", run.last_error or f"Run {name!r} failed.")
+        reporter(events.Finished(failed))
+        raise ChunkFailed(failed.message, result=failed)
+    if status in (Run.Status.PAUSED, Run.Status.CANCELLED):
+        by = f" by {run.requested_by}" if run.requested_by else ""
+        message = f"Run {name!r} was {status}{by}."
+    else:
+        message = (
+            f"Stopped following run {name!r} ({flag.reason}); its joiners go on. Watch it "
+            f"with: {watch_command(name, using)}"
+        )
+    interrupted = result(str(status), message)
+    reporter(events.Finished(interrupted))
+    raise Interrupted(message, result=interrupted)

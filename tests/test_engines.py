@@ -1,0 +1,468 @@
+"""A run handed to Celery: real workers (separate OS processes) on a real Redis broker.
+
+Exactly-once rests on the ledger, whatever the engine does: every Counter row must end with
+``hits == 1`` after N joiners, a task delivered twice, and a worker killed with kill -9.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+import backfill
+from backfill import engines
+from backfill.exceptions import BadInput
+from backfill.models import Chunk, Run, RunRecipe, Worker
+from tests.conftest import manage_env
+from tests.run_support import (
+    FAST,
+    assert_every_row_once,
+    assert_ledger_matches_data,
+    make_counters,
+    postgres_only,
+)
+from tests.support import committing, run
+from tests.testapp.models import Counter
+
+pytest.importorskip("celery", reason="Celery is not installed: pip install 'celery[redis]'")
+
+REPO = Path(__file__).resolve().parent.parent
+BROKER = "redis://127.0.0.1:6379/15"
+SLOW = "tests.transforms.count_hit_slowly"
+
+
+def redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+needs_redis = pytest.mark.skipif(
+    not redis_answers(), reason="no Redis answering at 127.0.0.1:6379 (the Celery broker)"
+)
+
+
+@pytest.fixture
+def queue() -> Iterator[str]:
+    """A queue of this test's own, so parallel test runs never take each other's tasks."""
+    import tests.celery_app  # noqa: F401  (the app the API enqueues through)
+
+    name = f"backfill-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    import redis
+
+    redis.Redis.from_url(BROKER).delete(name)
+
+
+@pytest.fixture
+def celery_workers(
+    django_db_url: str, queue: str, tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``celery worker`` processes on the test database, each in its own session."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(concurrency: int = 2, row_seconds: float = 0.0) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"worker{len(started)}.log").open("wb")
+        env = manage_env(
+            django_db_url,
+            {"BACKFILL_TEST_BROKER": BROKER, "BACKFILL_TEST_ROW_SECONDS": str(row_seconds)},
+        )
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.celery_app",
+                "worker",
+                "-Q",
+                queue,
+                "-c",
+                str(concurrency),
+                "--pool",
+                "prefork",
+                "-n",
+                f"{queue}-{len(started)}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "info",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_for(name: str, statuses: tuple[str, ...], timeout: float = 45.0) -> tuple[Run, int]:
+    """The run once its status is one of ``statuses``; and the most workers seen at once."""
+    deadline = time.monotonic() + timeout
+    most = 0
+    while time.monotonic() < deadline:
+        most = max(most, Worker.objects.filter(run__name=name).count())
+        found = Run.objects.get(name=name)
+        if found.status in statuses:
+            return found, most
+        time.sleep(0.2)
+    raise AssertionError(f"run {name!r} still {found.status} after {timeout:g} s")
+
+
+def hand_off(queue: str, name: str, transform: str = FAST, **options: Any) -> Any:
+    return backfill.iterate(
+        Counter.objects.all(),
+        transform=transform,
+        engine="celery",
+        queue=queue,
+        name=name,
+        batch_size=100,
+        **options,
+    )
+
+
+# -- bad input: refused before anything is written or enqueued ---------------------------------
+
+
+@committing
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (
+            lambda: backfill.iterate(
+                Counter.objects.all(), transform=lambda obj: None, engine="celery"
+            ),
+            "cannot be found again by its path",
+        ),
+        (
+            lambda: backfill.iterate(
+                Counter.objects.filter(hits=0), transform=FAST, engine="celery"
+            ),
+            "filter={'author__isnull': True}",
+        ),
+        (
+            lambda: backfill.iterate(Counter.objects.all(), transform=FAST, engine="rq"),
+            "engine='rq' is not a task engine",
+        ),
+        (
+            lambda: backfill.iterate(
+                Counter.objects.all(), transform=FAST, engine="celery", joiners=0
+            ),
+            "joiners must be from 1",
+        ),
+        (
+            lambda: backfill.iterate(
+                Counter.objects.all(), transform=FAST, engine="celery", budget=float("nan")
+            ),
+            "budget must be a number of seconds above 0",
+        ),
+        (
+            lambda: backfill.iterate(
+                Counter.objects.all(), transform=FAST, engine="celery", workers=4
+            ),
+            "pass joiners=",
+        ),
+        (
+            lambda: backfill.iterate(
+                Counter.objects.all(), transform=FAST, engine="celery", filter={"nope": 1}
+            ),
+            "nope",
+        ),
+    ],
+)
+def test_what_cannot_be_handed_over_is_refused(call: Callable[[], Any], expected: str) -> None:
+    make_counters(10)
+    with pytest.raises(BadInput) as caught:
+        call()
+    assert expected in str(caught.value)
+    assert not Run.objects.exists()
+    assert not RunRecipe.objects.exists()
+
+
+@committing
+def test_the_database_must_take_the_joiners() -> None:
+    from django.db import connection
+
+    make_counters(10)
+    if connection.features.has_select_for_update_skip_locked:
+        expected = "joiners=999 need 999 more connections"  # above max_connections
+    else:
+        expected = "needs a database that claims chunks with SKIP LOCKED"
+    with pytest.raises(BadInput, match=expected):
+        backfill.iterate(Counter.objects.all(), transform=FAST, engine="celery", joiners=999)
+    assert not Run.objects.exists()
+
+
+@committing
+def test_only_a_run_handed_to_an_engine_can_be_handed_over_again() -> None:
+    make_counters(10)
+    backfill.iterate(Counter.objects.all(), transform=FAST, name="local")
+    outcome = run("backfill_enqueue", "local")
+    assert outcome.returncode == 2
+    assert "Run 'local' was not handed to a task engine" in outcome.error
+    assert run("backfill_enqueue", "lokal").returncode == 2
+
+
+@committing
+@pytest.mark.parametrize("flag", [["--wait"], ["--joiners", "3"], ["--budget", "60"]])
+def test_engine_flags_without_an_engine_are_refused(flag: list[str]) -> None:
+    make_counters(10)
+    outcome = run("backfill_iterate", "testapp.Counter", "--transform", FAST, *flag)
+    assert outcome.returncode == 2
+    assert f"{flag[0]} is about a run handed to a task engine" in outcome.error
+    assert not Run.objects.exists()
+
+
+@committing
+def test_command_refuses_an_unknown_engine_with_exit_2() -> None:
+    make_counters(10)
+    outcome = run("backfill_iterate", "testapp.Counter", "--transform", FAST, "--engine", "rq")
+    assert outcome.returncode == 2
+    assert "engine='rq' is not a task engine backfill knows" in outcome.error
+    assert not Run.objects.exists()
+
+
+@committing
+def test_without_celery_the_app_imports_and_the_engine_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_counters(10)
+    monkeypatch.setitem(sys.modules, "celery", None)  # import celery now raises ImportError
+    monkeypatch.delitem(sys.modules, "backfill.tasks", raising=False)
+    monkeypatch.delattr(backfill, "tasks", raising=False)
+    with pytest.raises(BadInput, match=r"pip install 'django-backfill\[celery\]'"):
+        backfill.iterate(Counter.objects.all(), transform=FAST, engine="celery")
+    assert not Run.objects.exists()
+
+
+# -- the hand-over and a joiner, in this process -------------------------------------------
+
+
+@needs_redis
+@postgres_only
+@committing
+def test_the_command_creates_the_run_and_enqueues_joiners(queue: str) -> None:
+    import redis
+
+    make_counters(300)
+    outcome = run(
+        "backfill_iterate",
+        "testapp.Counter",
+        "--transform",
+        FAST,
+        "--filter",
+        "name__startswith=c1",
+        "--engine",
+        "celery",
+        "--queue",
+        queue,
+        "--joiners",
+        "3",
+        "--name",
+        "fleet",
+    )
+    assert outcome.returncode == 0, outcome.error
+    assert "Handed run 'fleet' to celery: 3 joiner(s)" in outcome.stdout
+    assert "python manage.py backfill_runs fleet" in outcome.stdout
+    assert redis.Redis.from_url(BROKER).llen(queue) == 3
+    the_run = Run.objects.get(name="fleet")
+    assert the_run.status == Run.Status.RUNNING
+    assert the_run.parallel
+    assert not Worker.objects.exists()
+    recipe = RunRecipe.objects.get(name="fleet").recipe
+    assert recipe["engine"]["joiners"] == 3
+    assert recipe["transform"] == FAST
+    # A joiner rebuilds the run from its recipe alone, filter included.
+    assert engines.join("fleet") == "completed"
+    touched = set(Counter.objects.filter(hits=1).values_list("name", flat=True))
+    assert touched == {f"c{i}" for i in range(300) if str(i).startswith("1")}
+    assert Run.objects.get(name="fleet").status == Run.Status.COMPLETED
+
+
+# -- real Celery workers -------------------------------------------------------------------------
+
+
+@needs_redis
+@postgres_only
+@committing
+def test_n_joiners_work_every_row_exactly_once(
+    queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    make_counters(3000)
+    celery_workers(concurrency=3, row_seconds=0.001)
+    result = hand_off(queue, "fleet", SLOW, joiners=3, budget=1.0)
+    assert result.status == "queued"
+    finished, most = wait_for("fleet", ("completed", "failed"))
+    assert finished.status == "completed", finished.last_error
+    assert_every_row_once()
+    assert_ledger_matches_data(finished)
+    assert 1 <= most <= 3
+    # Budgets of 1 s on ~3 s of work: joiners handed over to successors and worked side by side.
+    assert Chunk.objects.filter(run=finished).values("worker").distinct().count() >= 2
+
+
+@needs_redis
+@postgres_only
+@committing
+def test_a_task_delivered_twice_changes_nothing(
+    queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    make_counters(2000)
+    celery_workers(concurrency=4, row_seconds=0.001)
+    hand_off(queue, "twice", SLOW, joiners=2, budget=30.0)
+    handover = engines.Handover(engine="celery", queue=queue, joiners=2, budget=30.0)
+    engines.enqueue(handover, "twice", "default", 2)  # every task a second time
+    finished, most = wait_for("twice", ("completed", "failed"))
+    assert finished.status == "completed", finished.last_error
+    assert_every_row_once()
+    assert most <= 2
+
+
+@needs_redis
+@postgres_only
+@committing
+def test_a_worker_killed_mid_run_is_finished_by_a_new_one(
+    queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    make_counters(3000)
+    first = celery_workers(concurrency=2, row_seconds=0.003)
+    hand_off(queue, "killed", SLOW, joiners=2, budget=60.0)
+    deadline = time.monotonic() + 30
+    while Run.objects.get(name="killed").chunks_done < 3:
+        assert time.monotonic() < deadline, "no chunk was done"
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)  # the machine dies: parent and pool processes
+    first.wait()
+    assert Run.objects.get(name="killed").status == Run.Status.RUNNING
+    assert_ledger_matches_data(Run.objects.get(name="killed"))
+    # No joiner is left: once their lease has run out (aged here rather than waited for),
+    # backfill_runs shows the run stalled and the one command that revives it.
+    Worker.objects.filter(run__name="killed").update(
+        heartbeat_at=timezone.now() - timedelta(seconds=120)
+    )
+    shown = run("backfill_runs", "killed")
+    assert "abandoned" in shown.stdout
+    assert "resume         python manage.py backfill_enqueue killed" in shown.stdout
+    celery_workers(concurrency=2, row_seconds=0.0)
+    revived = run("backfill_enqueue", "killed")
+    assert revived.returncode == 0, revived.error
+    assert "Handed run 'killed' to celery: 2 joiner(s)" in revived.stdout
+    finished, _ = wait_for("killed", ("completed", "failed"))
+    assert finished.status == "completed", finished.last_error
+    assert_every_row_once()
+    assert_ledger_matches_data(finished)
+
+
+@needs_redis
+@postgres_only
+@committing
+def test_a_pause_reaches_every_joiner_and_handing_over_again_resumes(
+    queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    from backfill.admin import request_pause
+
+    make_counters(2000)
+    celery_workers(concurrency=3, row_seconds=0.003)
+    hand_off(queue, "paused", SLOW, joiners=3, budget=60.0)
+    deadline = time.monotonic() + 30
+    while Run.objects.get(name="paused").chunks_done < 2:
+        assert time.monotonic() < deadline, "no chunk was done"
+        time.sleep(0.1)
+    request_pause(Run.objects.filter(name="paused"), by="ops")
+    paused, _ = wait_for("paused", ("paused",))
+    deadline = time.monotonic() + 10
+    while Worker.objects.filter(run=paused).exists():  # every joiner left at its next chunk
+        assert time.monotonic() < deadline, "a joiner kept working a paused run"
+        time.sleep(0.1)
+    assert paused.chunks_done < 20
+    assert_ledger_matches_data(paused)
+    assert hand_off(queue, "paused", SLOW, joiners=3, budget=60.0).status == "queued"
+    finished, _ = wait_for("paused", ("completed", "failed"))
+    assert finished.status == "completed", finished.last_error
+    assert_every_row_once()
+
+
+@needs_redis
+@postgres_only
+@committing
+def test_a_transform_that_raises_fails_the_run_and_names_the_row(
+    queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    pks = make_counters(500)
+    Counter.objects.filter(pk=pks[250]).update(name="poison")
+    celery_workers(concurrency=2)
+    hand_off(queue, "poisoned", "tests.transforms.count_hit_unless_poison", joiners=2)
+    finished, _ = wait_for("poisoned", ("completed", "failed"))
+    assert finished.status == "failed"
+    assert f"row {pks[250]} is poisoned" in finished.last_error
+    assert Counter.objects.get(pk=pks[250]).hits == 0
+    with pytest.raises(backfill.ChunkFailed, match=f"row {pks[250]} is poisoned"):
+        engines.follow("poisoned")
+
+
+@needs_redis
+@postgres_only
+@committing
+def test_wait_follows_the_run_and_exits_like_a_local_run(
+    queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    make_counters(1000)
+    celery_workers(concurrency=2)
+    outcome = run(
+        "backfill_iterate",
+        "testapp.Counter",
+        "--transform",
+        FAST,
+        "--engine",
+        "celery",
+        "--queue",
+        queue,
+        "--joiners",
+        "2",
+        "--batch-size",
+        "100",
+        "--wait",
+        "--progress",
+        "log",
+    )
+    assert outcome.returncode == 0, outcome.error
+    assert "Completed run" in outcome.stdout
+    assert_every_row_once()
+    Counter.objects.filter(pk=Counter.objects.order_by("pk")[500].pk).update(name="poison")
+    outcome = run(
+        "backfill_iterate",
+        "testapp.Counter",
+        "--transform",
+        "tests.transforms.count_hit_unless_poison",
+        "--engine",
+        "celery",
+        "--queue",
+        queue,
+        "--wait",
+    )
+    assert outcome.returncode == 1
+    assert "is poisoned" in outcome.error
