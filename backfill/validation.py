@@ -123,16 +123,26 @@ def check_workers(
         )
 
 
+FREE_CONNECTIONS_SQL = {
+    "postgresql": (
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+    ),
+    "mysql": (
+        "SELECT @@max_connections - (SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+        " WHERE COMMAND <> 'Daemon')"
+    ),
+}
+
+
 def free_connections(connection: BaseDatabaseWrapper) -> int | None:
-    """How many more connections a PostgreSQL server accepts from us now, or None."""
-    if connection.vendor != "postgresql":
+    """How many more connections the server accepts from us now, or None (SQLite)."""
+    sql = FREE_CONNECTIONS_SQL.get(connection.vendor)
+    if sql is None:
         return None
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT current_setting('max_connections')::int"
-            " - current_setting('superuser_reserved_connections')::int"
-            " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
-        )
+        cursor.execute(sql)
         return int(cursor.fetchone()[0])
 
 

@@ -24,7 +24,14 @@ from backfill.runner import default_name
 from backfill.strategies import UpdateStrategy
 from example_site.blog.models import BlogPost
 from tests.conftest import RunManage, SpawnManage
-from tests.run_support import FAST, assert_every_row_once, finish, make_counters, wait_for
+from tests.run_support import (
+    FAST,
+    assert_every_row_once,
+    finish,
+    make_counters,
+    skip_locked_only,
+    wait_for,
+)
 from tests.support import committing, postgres_only, run, seed_posts, snapshot
 from tests.testapp.models import Counter, SparseItem, Ticket
 
@@ -345,7 +352,7 @@ def test_only_with_an_empty_list_is_refused_and_only_the_key_can_set_a_field() -
     assert set(authors()) == {"bob"}
 
 
-@postgres_only
+@skip_locked_only
 def test_more_workers_than_the_server_allows_are_refused_with_the_number() -> None:
     seed_posts(3)
     outcome = run("backfill_update", "blog.BlogPost", "--set", "author=x", "--workers", "120")
