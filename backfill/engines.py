@@ -35,7 +35,7 @@ from django.utils import timezone
 from backfill import events, recipes
 from backfill.conf import Options, get_setting
 from backfill.database import check_alias
-from backfill.deferred import recipe_of
+from backfill.deferred import pending_runs, recipe_of
 from backfill.exceptions import BadInput, ChunkFailed, Interrupted, RunBusy
 from backfill.ledger import identity, process_exists
 from backfill.models import Chunk, Run, RunRecipe, Worker
@@ -225,6 +225,35 @@ def revive(
     recipe = dict(stored.recipe)
     recipes.validate(recipe, recipes.model_of(recipe), using)
     return _hand_over(recipe, name, using, restart=False, wait=wait, reporter=reporter, stop=stop)
+
+
+def hand_pending(
+    names: Sequence[str] = (),
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    engine: str | None = None,
+    queue: str | None = None,
+    joiners: int | None = None,
+    budget: float | None = None,
+) -> list[Result]:
+    """Hand every pending deferred run (or those in ``names``) to the task engine, oldest
+    first: the engine's side of ``backfill_pending``. Each run is validated against the
+    current model, started through the ledger and given N joiners on commit; returns one
+    ``queued`` Result per run. Raises BadInput before anything is enqueued.
+    """
+    handover = Handover.chosen(engine, queue, joiners, budget)
+    _check_database(using, handover.joiners)
+    runs = pending_runs(using, names)
+    handed = []
+    for run in runs:
+        stored = recipe_of(run.name, using)
+        assert stored is not None
+        recipe = {**stored.recipe, "engine": handover.as_data()}
+        recipes.validate(recipe, recipes.model_of(recipe), using)
+        handed.append(
+            _hand_over(recipe, run.name, using, restart=False, wait=False, reporter=None, stop=None)
+        )
+    return handed
 
 
 def _hand_over(

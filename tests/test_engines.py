@@ -466,3 +466,37 @@ def test_wait_follows_the_run_and_exits_like_a_local_run(
     )
     assert outcome.returncode == 1
     assert "is poisoned" in outcome.error
+
+
+@needs_redis
+@postgres_only
+@committing
+def test_pending_runs_of_deferred_migrations_are_handed_to_the_engine(
+    queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    from backfill import deferred, recipes
+
+    make_counters(1000)
+    recipe = recipes.build(
+        model_label="testapp.Counter",
+        strategy="iterate",
+        set=None,
+        transform=FAST,
+        fields=None,
+        filter=None,
+        exclude=None,
+        needs=None,
+        options={},
+    )
+    deferred.record("deferred counters", recipe, using="default")
+
+    outcome = run("backfill_pending", "--engine", "celery", "--queue", queue, "--joiners", "2")
+
+    assert outcome.returncode == 0, outcome.error
+    assert "Handed run 'deferred counters' to celery: 2 joiner(s)" in outcome.stdout
+    assert RunRecipe.objects.get(name="deferred counters").recipe["engine"]["queue"] == queue
+    celery_workers(concurrency=2)
+    finished, _most = wait_for("deferred counters", ("completed", "failed"))
+    assert finished.status == "completed", finished.last_error
+    assert_every_row_once()
+    assert run("backfill_pending").stdout.strip() == "No pending backfill runs."

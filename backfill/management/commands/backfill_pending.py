@@ -50,6 +50,19 @@ class Command(EdgeCommand):
         parser.add_argument(
             "--json", action="store_true", help="Print the outcome as one JSON object on stdout."
         )
+        parser.add_argument(
+            "--engine",
+            metavar="NAME",
+            help="Hand the pending runs to this task engine (celery) instead of working them here.",
+        )
+        parser.add_argument(
+            "--enqueue",
+            action="store_true",
+            help="Hand the pending runs to the engine of BACKFILL['ENGINE'].",
+        )
+        parser.add_argument("--joiners", type=int, metavar="N", help="Joiners per run.")
+        parser.add_argument("--budget", type=float, metavar="S", help="Seconds per joiner.")
+        parser.add_argument("--queue", help="The engine's queue for the joiner tasks.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         done: list[Result] = []
@@ -61,7 +74,9 @@ class Command(EdgeCommand):
         if options["max_runtime"] is not None:
             common["max_runtime"] = options["max_runtime"]
         try:
-            if options["sweep"]:
+            if options["engine"] or options["enqueue"]:
+                done.extend(self.hand_to_engine(options))
+            elif options["sweep"]:
                 if not options["names"]:
                     raise BadInput(
                         "--sweep needs the NAME of the run to sweep, e.g. "
@@ -81,6 +96,23 @@ class Command(EdgeCommand):
             self.render(done, options, error=str(exc), stopped=result, code=exc.exit_code)
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
         self.render(done, options)
+
+    def hand_to_engine(self, options: dict[str, Any]) -> list[Result]:
+        from backfill import engines
+
+        if options["sweep"] or options["restart"]:
+            raise BadInput(
+                "--engine/--enqueue hands pending runs over as they are; drop --sweep/--restart."
+            )
+        handed = engines.hand_pending(
+            options["names"],
+            using=options["database"],
+            engine=options["engine"],
+            queue=options["queue"],
+            joiners=options["joiners"],
+            budget=options["budget"],
+        )
+        return handed
 
     def render(
         self,
@@ -108,7 +140,8 @@ class Command(EdgeCommand):
         if int(options["verbosity"]) == 0:
             return
         for result in runs:
-            line = f"{result.message} {summary_line(result)}"
+            queued = result.status == "queued"  # handed to an engine: nothing worked here yet
+            line = result.message if queued else f"{result.message} {summary_line(result)}"
             if result.completed:
                 self.stdout.write(self.style.SUCCESS(line))
             else:
