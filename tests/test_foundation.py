@@ -304,6 +304,8 @@ def test_run_uses_a_throwaway_cluster_and_removes_it(
     pg_binaries: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BACKFILL_TEST_FORCE_THROWAWAY", "1")
+    # A nox session names its own database; this test is about the default name.
+    monkeypatch.delenv("BACKFILL_TEST_DBNAME", raising=False)
     child = (
         "import os, sys, psycopg\n"
         "url = os.environ['DATABASE_URL']\n"
