@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -90,12 +90,14 @@ class EdgeCommand(BaseCommand):
         return {"status": STATUS_BY_CODE.get(code, "failed"), "exit_code": code, "message": message}
 
     def run_from_argv(self, argv: list[str]) -> None:
-        # From the first line of our code to the last, SIGINT/SIGTERM set this flag (which the
-        # engine checks between chunks) instead of killing the process mid-way; a second
-        # SIGINT raises KeyboardInterrupt once, which execute() turns into exit 3.
-        self.stop = EARLY if self.__module__.rpartition(".")[2] in COMMANDS else StopFlag()
+        # In the three backfill commands, from the first line of our code to the last,
+        # SIGINT/SIGTERM set this flag (which the engine checks between chunks) instead of
+        # killing the process mid-way; a second SIGINT raises KeyboardInterrupt once. The other
+        # commands keep Python's Ctrl-C. Either way a KeyboardInterrupt ends in exit 3.
+        runs_chunks = self.__module__.rpartition(".")[2] in COMMANDS
+        self.stop = EARLY if runs_chunks else StopFlag()
         try:
-            with stop_on_signals(self.stop):
+            with stop_on_signals(self.stop) if runs_chunks else nullcontext():
                 try:
                     super().run_from_argv(argv)
                 except KeyboardInterrupt:
