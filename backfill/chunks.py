@@ -29,6 +29,14 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class ChunkWork:
+    """What processing one chunk did: rows read from it (None = not read) and rows written."""
+
+    rows_read: int | None
+    rows_changed: int
+
+
+@dataclass(frozen=True)
 class KeyRange:
     """The whole table's keys at the start of a run."""
 

@@ -37,6 +37,32 @@ class ChunkDone:
     summary: bool = False
     count: int = 1
 
+    @classmethod
+    def summary_of(
+        cls,
+        *,
+        frontier: Any,
+        since: tuple[int, int],
+        chunks: int,
+        seconds: float,
+        batch_size: int,
+        totals: tuple[int, int, int],
+    ) -> ChunkDone:
+        """What other processes committed in the last ``seconds``: ``since`` rows scanned and
+        changed in ``chunks`` chunks, up to ``frontier``; ``totals`` the run's (scanned,
+        changed, chunks)."""
+        return cls(
+            None,
+            frontier,
+            since[0],
+            since[1],
+            seconds,
+            batch_size,
+            *totals,
+            summary=True,
+            count=chunks,
+        )
+
 
 @dataclass(frozen=True)
 class Waiting:

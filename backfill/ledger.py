@@ -19,18 +19,26 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from backfill.chunks import Chunk, KeyPlanner
+from backfill.chunks import Chunk, ChunkWork, KeyPlanner
 from backfill.database import table_rows
 from backfill.exceptions import BadInput, RunBusy
+from backfill.identity import RunIdentity
 from backfill.models import Chunk as ChunkRow
 from backfill.models import Run, RunWait, Worker
-from backfill.strategies import ChunkWork
+from backfill.result import Tally
 
 
 @dataclass(frozen=True)
 class Claim:
     chunk: Chunk | None
     requested: str = ""
+
+
+@dataclass(frozen=True)
+class Totals:
+    done: Tally
+    # The last key planned (parallel runs) or worked (one process), as stored.
+    frontier: str | None
 
 
 def identity() -> tuple[str, int]:
@@ -79,11 +87,8 @@ class Ledger:
 
     def start(
         self,
+        identity: RunIdentity,
         *,
-        name: str,
-        strategy: str,
-        model_label: str,
-        spec: dict[str, Any],
         restart: bool,
         parallel: bool,
         batch_size: int,
@@ -96,7 +101,8 @@ class Ledger:
         process holds the run, BadInput when the name belongs to a different backfill or to
         a cancelled run.
         """
-        spec = json.loads(json.dumps(spec, default=str))
+        name, strategy, model_label = identity.name, identity.strategy, identity.model_label
+        spec = json.loads(json.dumps(identity.spec, default=str))
         with transaction.atomic(using=self.using):
             # Two processes creating the same run race on the unique name: get_or_create takes
             # the loser's IntegrityError and returns the winner's row (locked, once committed).
@@ -186,6 +192,23 @@ class Ledger:
     def leave(self, run: Run) -> None:
         Worker.objects.using(self.using).filter(run=run, host=self.host, pid=self.pid).delete()
         self.clear_wait(run)
+
+    def forget_worker(self, run: Run, pid: int) -> None:
+        """Drop the worker row of a process of this host that is known to be gone."""
+        Worker.objects.using(self.using).filter(run=run, host=self.host, pid=pid).delete()
+
+    def totals(self, run: Run) -> Totals | None:
+        """The run's counters as committed so far (by every process working it)."""
+        row = (
+            Run.objects.using(self.using)
+            .filter(pk=run.pk)
+            .values_list("rows_scanned", "rows_changed", "chunks_done", "frontier")
+            .first()
+        )
+        if row is None:
+            return None
+        scanned, changed, chunks, frontier = row
+        return Totals(Tally(scanned, changed, chunks), frontier)
 
     def heartbeat(self, run: Run) -> None:
         now = timezone.now()

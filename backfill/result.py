@@ -60,3 +60,17 @@ class Result:
         if self.plan is None:
             data.pop("plan")
         return data
+
+
+@dataclass
+class Tally:
+    """What this call has done so far: rows scanned and changed, chunks committed."""
+
+    scanned: int = 0
+    changed: int = 0
+    chunks: int = 0
+
+    def add(self, scanned: int, changed: int, chunks: int = 1) -> None:
+        self.scanned += scanned
+        self.changed += changed
+        self.chunks += chunks

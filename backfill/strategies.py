@@ -21,21 +21,13 @@ from django.db.models.sql import UpdateQuery
 
 from backfill import keys, reading
 from backfill.bulk import BulkWriter, Change
-from backfill.chunks import Chunk
+from backfill.chunks import Chunk, ChunkWork
 from backfill.columns import check_changes, check_guards, expression_guards
 from backfill.exceptions import TransformFailed
 from backfill.transforms import Transform
 
 PREVIEW_ROWS = 5
 FETCH_SIZE = 2000
-
-
-@dataclass(frozen=True)
-class ChunkWork:
-    """What processing one chunk did: rows read from it (None = not read) and rows written."""
-
-    rows_read: int | None
-    rows_changed: int
 
 
 @dataclass(frozen=True)
@@ -55,6 +47,9 @@ class Description:
 
 class Strategy(Protocol):
     kind: str
+    # Whether the chunk's rows are locked before Python reads them (the strategies that read
+    # rows into Python); a single UPDATE locks the rows it writes by itself.
+    locks_rows: bool
     queryset: QuerySet[Any]
 
     def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork: ...
@@ -170,6 +165,7 @@ class UpdateStrategy:
     """SQL only: one ``UPDATE … WHERE key range [AND filter] AND value differs`` per chunk."""
 
     kind = "update"
+    locks_rows = False
 
     def __init__(self, queryset: QuerySet[Any], values: Mapping[str, Any]) -> None:
         self.queryset = queryset
@@ -243,6 +239,7 @@ class IterateStrategy:
     """Model instances through the ORM; changed rows written in one bulk statement per chunk."""
 
     kind = "iterate"
+    locks_rows = True
 
     def __init__(
         self, queryset: QuerySet[Any], transform: Transform, *, save: bool = False
@@ -432,6 +429,7 @@ class CursorStrategy:
     """Raw rows as dicts, streamed through a server-side cursor; no model instances."""
 
     kind = "cursor"
+    locks_rows = True
 
     def __init__(
         self, queryset: QuerySet[Any], fields: Sequence[str], transform: Transform

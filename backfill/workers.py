@@ -21,16 +21,19 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import NoReturn
 
 from django.db import DatabaseError, connections
 
 from backfill import events, processes
 from backfill.conf import Options
-from backfill.exceptions import BackfillError, ChunkFailed, RunBusy
-from backfill.ledger import Ledger
-from backfill.models import Run, Worker
-from backfill.result import Result
-from backfill.runner import HEARTBEAT_EVERY, Runner
+from backfill.context import StartedRun
+from backfill.exceptions import BackfillError, ChunkFailed, Interrupted, RunBusy
+from backfill.gates import HEARTBEAT_EVERY
+from backfill.models import Run
+from backfill.result import Result, Tally
+from backfill.retry import reset_if_broken
+from backfill.runner import Runner
 from backfill.signals import StopFlag
 from backfill.strategies import Strategy
 
@@ -59,7 +62,9 @@ def run_parallel(
     method = processes.start_method()
     if method != "fork":
         processes.hand_over(strategy, options, method)  # fails here, before the run exists
-    return ParallelRunner(strategy, options, reporter=reporter, stop=stop, parallel=True).run()
+    return Runner(
+        strategy, options, reporter=reporter, stop=stop, parallel=True, work=WorkerPool.work
+    ).run()
 
 
 class ParentWatch(StopFlag):
@@ -142,11 +147,13 @@ def _work_in_child(
         outcome = Outcome(exc.exit_code, str(exc), stop.reason, getattr(exc, "result", None))
     except KeyboardInterrupt:
         outcome = Outcome(
-            3, "Aborted by a second SIGINT; the chunk in flight was rolled back.", "SIGINT"
+            Interrupted.exit_code,
+            "Aborted by a second SIGINT; the chunk in flight was rolled back.",
+            "SIGINT",
         )
     except Exception as exc:
         logger.exception("Worker %d failed", os.getpid())
-        outcome = Outcome(1, f"{type(exc).__name__}: {exc}")
+        outcome = Outcome(ChunkFailed.exit_code, f"{type(exc).__name__}: {exc}")
     finally:
         connections.close_all()
     with suppress(OSError):
@@ -184,48 +191,56 @@ class _Forwarder:
                 signal.signal(sig, handler)
 
 
-class ParallelRunner(Runner):
-    """The parent of ``--workers N``: starts the run like a Runner, then lets workers do it."""
+class WorkerPool:
+    """The parent of ``--workers N``: works a started run by letting N workers do it.
 
-    def _work(self, ledger: Ledger, run: Run, resumed: bool) -> Result:
-        started = self.clock()
-        base = (run.rows_scanned, run.rows_changed, run.chunks_done)
-        self._announce(ledger, run, resumed)
-        self.report(
-            events.Notice(
-                f"Starting {self.options.workers} worker processes ({processes.start_method()})."
-            )
-        )
-        children: list[Child] = []
-        if not self.stop:
-            with _Forwarder(children, self.stop).installed() as forwarder:
-                self._spawn(children)
-                self._watch(forwarder, ledger, run, base)
-        for child in children:
+    It relays the workers' notices, reports progress from the run's totals about once a
+    second, keeps the run's lease while they work, and turns their exits into one outcome.
+    """
+
+    def __init__(self, started: StartedRun) -> None:
+        self.s = started
+        run = started.run
+        self.base = Tally(run.rows_scanned, run.rows_changed, run.chunks_done)
+        self.seen = self.base
+        self.children: list[Child] = []
+
+    @classmethod
+    def work(cls, started: StartedRun) -> Result:
+        return cls(started)()
+
+    def __call__(self) -> Result:
+        s = self.s
+        began = s.clock()
+        s.announce()
+        method = processes.start_method()
+        s.report(events.Notice(f"Starting {s.options.workers} worker processes ({method})."))
+        if not s.stop:
+            with _Forwarder(self.children, s.stop).installed() as forwarder:
+                self._spawn()
+                self._watch(forwarder)
+        for child in self.children:
             child.process.join()
             if child.process.exitcode is not None and child.process.exitcode < 0:
                 # Its row would keep a fresh heartbeat for a while; the process is gone now.
-                self._quietly(
-                    Worker.objects.using(self.using)
-                    .filter(run=run, host=ledger.host, pid=child.pid)
-                    .delete
-                )
-        return self._outcome(children, ledger, run, base, self.clock() - started)
+                s.retried.quietly(s.ledger.forget_worker, s.run, child.pid)
+        return self._outcome(s.clock() - began)
 
-    def _spawn(self, children: list[Child]) -> None:
+    def _spawn(self) -> None:
+        s = self.s
         method = processes.start_method()
         context = processes.context(method)
-        options = replace(self.options, restart=False, name=self.name)
+        options = replace(s.options, restart=False, name=s.identity.name)
         work = (
-            (self.strategy, options)
+            (s.strategy, options)
             if method == "fork"
-            else processes.hand_over(self.strategy, options, method)
+            else processes.hand_over(s.strategy, options, method)
         )
         # A forked child must not share the parent's sockets: each opens its own connection.
         connections.close_all()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            for number in range(1, self.options.workers + 1):
+            for number in range(1, s.options.workers + 1):
                 reader, writer = context.Pipe(duplex=False)
                 process = context.Process(  # type: ignore[attr-defined]
                     target=processes.start_worker,
@@ -234,32 +249,30 @@ class ParallelRunner(Runner):
                 )
                 process.start()
                 writer.close()
-                children.append(Child(process, reader))
+                self.children.append(Child(process, reader))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
-    def _watch(
-        self, forwarder: _Forwarder, ledger: Ledger, run: Run, base: tuple[int, int, int]
-    ) -> None:
+    def _watch(self, forwarder: _Forwarder) -> None:
         """Until every worker exits: relay their notices, report progress, keep the lease."""
+        s = self.s
         children = forwarder.children
-        seen = base
-        last_poll = last_beat = self.clock()
+        last_poll = last_beat = s.clock()
         while any(child.open for child in children):
-            if self.stop and not forwarder.sent:
+            if s.stop and not forwarder.sent:
                 # Stopped from code (a StopFlag), or by a signal that came before the handler.
                 forwarder.send(signal.SIGTERM)
             by_pipe = {child.pipe: child for child in children if child.open}
             for pipe in wait(list(by_pipe), timeout=POLL_EVERY / 4):
                 self._receive(by_pipe[pipe])  # type: ignore[index]
-            now = self.clock()
+            now = s.clock()
             if now - last_poll >= POLL_EVERY:
                 last_poll = now
-                seen = self._progress(run, seen)
+                self._progress()
             if now - last_beat >= HEARTBEAT_EVERY:
                 last_beat = now
-                self._quietly(ledger.heartbeat, run)
-        self._progress(run, seen)
+                s.retried.quietly(s.ledger.heartbeat, s.run)
+        self._progress()
 
     def _receive(self, child: Child) -> None:
         try:
@@ -272,101 +285,88 @@ class ParallelRunner(Runner):
         if isinstance(message, Outcome):
             child.outcome = message
         elif isinstance(message, FORWARDED_EVENTS):
-            self.report(message)
+            self.s.report(message)
 
-    def _progress(self, run: Run, seen: tuple[int, int, int]) -> tuple[int, int, int]:
-        """A ChunkDone for whatever the workers committed since the last look."""
+    def _progress(self) -> None:
+        """Report whatever the workers committed since the last look."""
+        s = self.s
         try:
-            row = (
-                Run.objects.using(self.using)
-                .filter(pk=run.pk)
-                .values_list("rows_scanned", "rows_changed", "chunks_done", "frontier")
-                .first()
-            )
+            totals = s.ledger.totals(s.run)
         except DatabaseError:
-            if not self.connection.is_usable():
-                self.connection.close()
-            return seen
-        if row is None or row[2] == seen[2]:
-            return seen
-        scanned, changed, chunks, frontier = row
-        assert self.options.batch_size is not None
-        self.report(
-            events.ChunkDone(
-                None,
-                frontier,
-                scanned - seen[0],
-                changed - seen[1],
-                POLL_EVERY,
-                self.options.batch_size,
-                scanned,
-                changed,
-                chunks,
-                summary=True,
-                count=chunks - seen[2],
+            reset_if_broken(s.connection)
+            return
+        if totals is None or totals.done.chunks == self.seen.chunks:
+            return
+        done, seen = totals.done, self.seen
+        assert s.options.batch_size is not None
+        s.report(
+            events.ChunkDone.summary_of(
+                frontier=totals.frontier,
+                since=(done.scanned - seen.scanned, done.changed - seen.changed),
+                chunks=done.chunks - seen.chunks,
+                seconds=POLL_EVERY,
+                batch_size=s.options.batch_size,
+                totals=(done.scanned, done.changed, done.chunks),
             )
         )
-        return scanned, changed, chunks
+        self.seen = done
 
-    def _outcome(
-        self,
-        children: list[Child],
-        ledger: Ledger,
-        run: Run,
-        base: tuple[int, int, int],
-        elapsed: float,
-    ) -> Result:
+    def _with(self, code: int) -> list[Child]:
+        """The workers that exited with ``code`` (an exception's exit code)."""
+        return [c for c in self.children if c.outcome is not None and c.outcome.code == code]
+
+    def _outcome(self, elapsed: float) -> Result:
         """One result for the command from N workers' exits, worst first."""
-        fresh = ledger.refresh(run)
-        scanned = fresh.rows_scanned - base[0]
-        changed = fresh.rows_changed - base[1]
-        chunks = fresh.chunks_done - base[2]
-        resume = f"Re-run the same command to resume run {self.name!r}."
-        died = [c for c in children if c.outcome is None]
+        s = self.s
+        name = s.identity.name
+        fresh = s.ledger.refresh(s.run)
+        done = Tally(
+            fresh.rows_scanned - self.base.scanned,
+            fresh.rows_changed - self.base.changed,
+            fresh.chunks_done - self.base.chunks,
+        )
+        died = [c for c in self.children if c.outcome is None]
         if fresh.status == Run.Status.COMPLETED:
-            message = f"Completed run {self.name!r} with {len(children)} workers."
+            message = f"Completed run {name!r} with {len(self.children)} workers."
             if died:
                 message += " " + " ".join(
                     f"Worker pid {c.pid} {c.describe_exit()}; the others finished its chunks."
                     for c in died
                 )
-            result = self._result(
-                ledger, run, "completed", scanned, changed, chunks, elapsed, message
-            )
-            self.report(events.Finished(result))
-            return result
-        failed = [c for c in children if c.outcome is not None and c.outcome.code == 1]
-        if failed or (died and not self.stop):
-            if failed:
-                assert failed[0].outcome is not None
-                message = failed[0].outcome.message
-            else:
-                message = (
-                    f"Worker pid {died[0].pid} {died[0].describe_exit()}; its chunk in flight "
-                    f"was rolled back and everything committed is checkpointed. {resume}"
-                )
-                self._settle(ledger, run, Run.Status.FAILED, message)
-            logger.error(message)
-            result = self._result(ledger, run, "failed", scanned, changed, chunks, elapsed, message)
-            self.report(events.Finished(result))
-            raise ChunkFailed(message, result=result)
-        busy = [c for c in children if c.outcome is not None and c.outcome.code == 4]
+            return s.endings.finished("completed", done, elapsed, message)
+        failed = self._with(ChunkFailed.exit_code)
+        if failed or (died and not s.stop):
+            self._fail(failed, died, done, elapsed)
+        busy = self._with(RunBusy.exit_code)
         if busy:
             assert busy[0].outcome is not None
             raise RunBusy(busy[0].outcome.message)
-        stopped = [c for c in children if c.outcome is not None and c.outcome.code == 3]
-        if stopped or self.stop or not children:
+        stopped = self._with(Interrupted.exit_code)
+        if stopped or s.stop or not self.children:
             status = fresh.status
             if status not in (Run.Status.PAUSED, Run.Status.CANCELLED):
                 status = Run.Status.STOPPED
             reasons = [c.outcome.stop_reason for c in stopped if c.outcome is not None]
-            why = self.stop.reason or next((r for r in reasons if r), None)
-            if why is None and self.options.max_runtime is not None:
-                why = f"--max-runtime {self.options.max_runtime:g}s"
-            return self._interrupt(
-                ledger, run, status, why or "a worker", scanned, changed, chunks, elapsed
+            why = s.stop.reason or next((r for r in reasons if r), None)
+            if why is None and s.options.max_runtime is not None:
+                why = f"--max-runtime {s.options.max_runtime:g}s"
+            s.endings.interrupt(status, why or "a worker", done, elapsed)
+        message = f"No chunks left for these workers; other workers of {name!r} are finishing."
+        return s.endings.finished("completed", done, elapsed, message)
+
+    def _fail(
+        self, failed: list[Child], died: list[Child], done: Tally, elapsed: float
+    ) -> NoReturn:
+        """A worker failed (it recorded why on the run) or died (recorded here): raise."""
+        if failed:
+            assert failed[0].outcome is not None
+            message = failed[0].outcome.message
+        else:
+            message = (
+                f"Worker pid {died[0].pid} {died[0].describe_exit()}; its chunk in flight "
+                "was rolled back and everything committed is checkpointed. Re-run the same "
+                f"command to resume run {self.s.identity.name!r}."
             )
-        message = f"No chunks left for these workers; other workers of {self.name!r} are finishing."
-        result = self._result(ledger, run, "completed", scanned, changed, chunks, elapsed, message)
-        self.report(events.Finished(result))
-        return result
+        started = self.s.clock() - elapsed
+        result = self.s.endings.fail(message, done, started, settle=not failed)
+        raise ChunkFailed(message, result=result)

@@ -10,7 +10,7 @@ import backfill
 from backfill import events
 from backfill.exceptions import Interrupted
 from backfill.models import Chunk, Run
-from backfill.runner import default_name
+from backfill.identity import default_name
 from backfill.signals import StopFlag
 from backfill.strategies import IterateStrategy
 from backfill.transforms import resolve
