@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
@@ -26,41 +25,15 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 
-from backfill import history, status
+from backfill import control, history, status
 from backfill.models import Run, RunWait, Worker
 
 T = TypeVar("T")
 CONTROL_PERMISSION = "backfill.control_run"
-# Runs no process is working: cancelling them takes effect at once.
-IDLE = [Run.Status.PENDING, Run.Status.PAUSED, Run.Status.STOPPED, Run.Status.FAILED]
 
 
 def _username(request: HttpRequest) -> str:
     return str(request.user.get_username())[:150]
-
-
-def request_pause(queryset: QuerySet[Run], by: str) -> int:
-    """Ask the processes working these runs to pause after their current chunk."""
-    return queryset.filter(status=Run.Status.RUNNING, requested="").update(
-        requested=Run.Request.PAUSE, requested_by=by
-    )
-
-
-def request_cancel(queryset: QuerySet[Run], by: str) -> int:
-    """Cancel these runs: ask a working process to stop, mark an idle run cancelled at once."""
-    live = Worker.objects.filter(
-        run=OuterRef("pk"),
-        heartbeat_at__gte=timezone.now() - timedelta(seconds=status.lease()),
-    )
-    unfinished = queryset.exclude(status__in=[Run.Status.COMPLETED, Run.Status.CANCELLED])
-    idle = unfinished.filter(Q(status__in=IDLE) | Q(status=Run.Status.RUNNING) & ~Exists(live))
-    # ``requested`` is set too: a process that started the run at this very moment reads it
-    # before its next chunk and stops as cancelled.
-    now_cancelled = idle.update(
-        status=Run.Status.CANCELLED, requested=Run.Request.CANCEL, requested_by=by
-    )
-    asked = unfinished.filter(status=Run.Status.RUNNING).exclude(requested=Run.Request.CANCEL)
-    return now_cancelled + asked.update(requested=Run.Request.CANCEL, requested_by=by)
 
 
 class WorkerInline(admin.TabularInline):
@@ -84,7 +57,7 @@ class WorkerInline(admin.TabularInline):
     @admin.display(description="heartbeat")
     def heartbeat(self, worker: Worker) -> str:
         age = (timezone.now() - worker.heartbeat_at).total_seconds()
-        dead = "" if age <= status.lease() else " (presumed dead)"
+        dead = "" if age <= control.lease() else " (presumed dead)"
         return status.ago(age) + dead
 
 
@@ -329,12 +302,12 @@ class RunAdmin(admin.ModelAdmin):
         description="Pause selected runs (after their current chunk)", permissions=["control"]
     )
     def pause_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
-        done = request_pause(queryset, _username(request))
+        done = control.pause(queryset, _username(request))
         self._report(request, "Pause", done, queryset.count())
 
     @admin.action(description="Cancel selected runs", permissions=["control"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
-        done = request_cancel(queryset, _username(request))
+        done = control.cancel(queryset, _username(request))
         self._report(request, "Cancel", done, queryset.count())
 
     def _report(self, request: HttpRequest, what: str, done: int, selected: int) -> None:
@@ -357,12 +330,12 @@ class RunAdmin(admin.ModelAdmin):
         own = [
             path(
                 "<path:object_id>/pause/",
-                self.admin_site.admin_view(self._control_view(request_pause, "Pause")),
+                self.admin_site.admin_view(self._control_view(control.pause, "Pause")),
                 name="backfill_run_pause",
             ),
             path(
                 "<path:object_id>/cancel/",
-                self.admin_site.admin_view(self._control_view(request_cancel, "Cancel")),
+                self.admin_site.admin_view(self._control_view(control.cancel, "Cancel")),
                 name="backfill_run_cancel",
             ),
         ]

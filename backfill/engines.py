@@ -34,10 +34,11 @@ from django.utils import timezone
 
 from backfill import events, recipes
 from backfill.conf import Options, get_setting
+from backfill.control import process_exists
+from backfill.control import this_process as identity
 from backfill.database import check_alias
 from backfill.deferred import pending_runs, recipe_of
 from backfill.exceptions import BadInput, ChunkFailed, Interrupted, RunBusy
-from backfill.ledger import identity, process_exists
 from backfill.models import Chunk, Run, RunRecipe, Worker
 from backfill.result import Result
 from backfill.signals import StopFlag

@@ -9,8 +9,6 @@ so a worker that dies releases its chunk with its connection.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,6 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from backfill.chunks import Chunk, ChunkWork, KeyPlanner
+from backfill.control import is_live, this_process
 from backfill.database import table_rows
 from backfill.exceptions import BadInput, RunBusy
 from backfill.identity import RunIdentity
@@ -41,26 +40,6 @@ class Totals:
     frontier: str | None
 
 
-def identity() -> tuple[str, int]:
-    return socket.gethostname(), os.getpid()
-
-
-def process_exists(pid: int) -> bool:
-    """Whether ``pid`` is a live process on this host (a zombie, killed but not reaped, is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            state = stat.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in (b"Z", b"X")
-
-
 def _ago(moment: Any) -> str:
     if moment is None:
         return "never"
@@ -72,7 +51,7 @@ class Ledger:
         self.using = using
         self.planner = planner
         self.lease = lease
-        self.host, self.pid = identity()
+        self.host, self.pid = this_process()
         self.worker_name = f"{self.host}:{self.pid}"
         self.no_pending = False
         self.waited = False
@@ -122,12 +101,10 @@ class Ledger:
             )
             now = timezone.now()
             workers = Worker.objects.using(self.using).filter(run=run)
-            live = list(workers.filter(heartbeat_at__gte=now - timedelta(seconds=self.lease)))
-            # A holder on this host whose process is gone (kill -9, OOM) is dead now, not when
-            # its lease runs out; other hosts' holders can only be judged by their heartbeat.
-            gone = [w.pk for w in live if w.host == self.host and not process_exists(w.pid)]
+            recent = list(workers.filter(heartbeat_at__gte=now - timedelta(seconds=self.lease)))
+            gone = [w.pk for w in recent if not is_live(w, now, lease_seconds=self.lease)]
             live = [
-                w for w in live if w.pk not in gone and (w.host, w.pid) != (self.host, self.pid)
+                w for w in recent if w.pk not in gone and (w.host, w.pid) != (self.host, self.pid)
             ]
             if live and (restart or not parallel or not run.parallel):
                 holder = live[0]

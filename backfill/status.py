@@ -13,7 +13,7 @@ import json
 import shlex
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS
@@ -21,7 +21,7 @@ from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Sub
 from django.utils import timezone
 
 from backfill import schema
-from backfill.conf import get_setting
+from backfill.control import is_live
 from backfill.database import check_alias
 from backfill.exceptions import BadInput
 from backfill.models import Chunk, Run, RunRecipe, Worker
@@ -125,10 +125,6 @@ def checkpoint(run: Run) -> str | None:
     return run.frontier
 
 
-def lease() -> float:
-    return float(get_setting("LEASE_SECONDS"))
-
-
 def state(run: Run, workers: Iterable[WorkerStatus]) -> str:
     if run.status == Run.Status.RUNNING and not any(w.live for w in workers):
         return ABANDONED
@@ -189,7 +185,6 @@ def describe(run: Run, using: str = DEFAULT_DB_ALIAS, now: datetime | None = Non
     now = now or timezone.now()
     if not hasattr(run, "pending_chunks"):
         run = annotated(Run.objects.using(using).filter(pk=run.pk)).get()
-    horizon = now - timedelta(seconds=lease())
     workers = tuple(
         WorkerStatus(
             host=w.host,
@@ -197,7 +192,7 @@ def describe(run: Run, using: str = DEFAULT_DB_ALIAS, now: datetime | None = Non
             started_at=w.started_at,
             heartbeat_at=w.heartbeat_at,
             heartbeat_age=max(0.0, (now - w.heartbeat_at).total_seconds()),
-            live=w.heartbeat_at >= horizon,
+            live=is_live(w, now),
         )
         for w in run.workers.all()
     )

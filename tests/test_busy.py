@@ -13,8 +13,8 @@ from django.utils import timezone
 
 import backfill
 from backfill.conf import get_setting
+from backfill.control import process_exists
 from backfill.exceptions import Interrupted
-from backfill.ledger import process_exists
 from backfill.models import Run, Worker
 from backfill.signals import StopFlag
 from tests.conftest import RunManage, SpawnManage

@@ -25,7 +25,7 @@ from django.db.models.functions import Concat, Upper
 from django.test import override_settings
 
 from backfill import deferred, recipes
-from backfill.admin import request_cancel
+from backfill.control import cancel as request_cancel
 from backfill.models import Run, RunRecipe
 from backfill.operations import RequireBackfill, RunBackfill
 from backfill.verify import verify

@@ -383,7 +383,7 @@ def test_a_worker_killed_mid_run_is_finished_by_a_new_one(
 def test_a_pause_reaches_every_joiner_and_handing_over_again_resumes(
     queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
-    from backfill.admin import request_pause
+    from backfill.control import pause as request_pause
 
     make_counters(2000)
     celery_workers(concurrency=3, row_seconds=0.003)

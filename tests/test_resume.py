@@ -9,8 +9,8 @@ from django.test.utils import CaptureQueriesContext
 import backfill
 from backfill import events
 from backfill.exceptions import Interrupted
-from backfill.models import Chunk, Run
 from backfill.identity import default_name
+from backfill.models import Chunk, Run
 from backfill.signals import StopFlag
 from backfill.strategies import IterateStrategy
 from backfill.transforms import resolve

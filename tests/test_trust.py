@@ -19,8 +19,8 @@ from django.db.models.signals import pre_save
 
 import backfill
 from backfill.columns import column_check
-from backfill.models import Run, Worker
 from backfill.identity import default_name
+from backfill.models import Run, Worker
 from backfill.strategies import UpdateStrategy
 from example_site.blog.models import BlogPost
 from tests.conftest import RunManage, SpawnManage

@@ -9,8 +9,8 @@ from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
-from backfill import status
-from backfill.exceptions import BackfillError
+from backfill import control, status
+from backfill.exceptions import BackfillError, BadInput
 from backfill.management.edge import EdgeCommand
 from backfill.status import RunStatus
 
@@ -44,7 +44,7 @@ def _checkpoint(run: RunStatus) -> str:
 class Command(EdgeCommand):
     help = (
         "List backfill runs (status, progress, rows, rate, heartbeat, checkpoint), "
-        "or show one run in detail with NAME."
+        "or show one run in detail with NAME; --pause or --cancel it."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -57,10 +57,27 @@ class Command(EdgeCommand):
         parser.add_argument(
             "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
         )
+        control_group = parser.add_mutually_exclusive_group()
+        control_group.add_argument(
+            "--pause",
+            action="store_true",
+            help="Ask the processes working run NAME to pause after their current chunk.",
+        )
+        control_group.add_argument(
+            "--cancel",
+            action="store_true",
+            help="Cancel run NAME: its processes stop after their chunk; it will not resume.",
+        )
+        parser.add_argument(
+            "--by", default="", help="Who asks, shown with the request (--pause, --cancel)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
         try:
+            if options["pause"] or options["cancel"]:
+                self.request(options)
+                return
             if options["name"] is not None:
                 run = status.get_run(options["name"], using)
                 if options["json"]:
@@ -77,6 +94,25 @@ class Command(EdgeCommand):
             self.stdout.write(f"No backfill runs in database {using!r}.")
         else:
             self.render_table(runs)
+
+    def request(self, options: dict[str, Any]) -> None:
+        """--pause / --cancel: ask through the run-control API, say what it did."""
+        name, using = options["name"], options["database"]
+        what = "pause" if options["pause"] else "cancel"
+        if name is None:
+            raise BadInput(f"--{what} needs the NAME of a run: backfill_runs NAME --{what}.")
+        apply = control.pause if options["pause"] else control.cancel
+        done = apply(name, options["by"], using=using)
+        run = status.get_run(name, using)
+        if not done:
+            self.stdout.write(f"Run {name!r} is {run.state}: nothing to {what}.")
+        elif run.state == "cancelled":
+            self.stdout.write(f"Run {name!r} cancelled.")
+        else:
+            self.stdout.write(
+                f"{what.capitalize()} requested for run {name!r}: its processes stop after "
+                "their current chunk."
+            )
 
     def render_table(self, runs: list[RunStatus]) -> None:
         rows = [
