@@ -10,13 +10,15 @@ Each takes a queryset (its filter limits the rows; ``.using()`` picks the databa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from django.db.models import QuerySet
 
 from backfill import events, schema
 from backfill.conf import Options
 from backfill.exceptions import BadInput
+from backfill.options import API_KEYWORDS, RunOptions, check_keywords, run_options
+from backfill.pacing import SYSTEM_CLOCK, Clock
 from backfill.result import Result
 from backfill.signals import StopFlag
 
@@ -37,22 +39,16 @@ def _check_queryset(queryset: Any) -> QuerySet[Any]:
 
 def _run(
     strategy: Any,
-    options: dict[str, Any],
+    options: RunOptions,
     reporter: events.Reporter | None,
     stop: StopFlag | None,
-    clock: Callable[[], float] | None,
-    sleep: Callable[[float], None] | float | None,
+    clock: Clock | None,
 ) -> Result:
     from backfill.observers import attach
     from backfill.runner import Runner
 
     reporter = attach(reporter)
-    if sleep is not None and not callable(sleep):
-        # ``sleep=0.5`` (what --sleep passes) is the pause after each chunk, not the injected
-        # sleep function that shares its keyword.
-        options = {**options, "sleep": sleep}
-        sleep = None
-    opts = Options(**options)
+    opts = Options(**run_options(options))
     if opts.workers > 1 and not opts.dry_run:
         from django.db import connections
 
@@ -64,12 +60,10 @@ def _run(
         check_workers(opts.workers, connections[strategy.queryset.db])
 
         return run_parallel(strategy, opts, reporter=reporter, stop=stop)
-    kwargs: dict[str, Any] = {}
-    if clock is not None:
-        kwargs["clock"] = clock
-    if sleep is not None:
-        kwargs["sleep"] = sleep
-    return Runner(strategy, opts, reporter=reporter, stop=stop, **kwargs).run()
+    clock = clock or SYSTEM_CLOCK
+    return Runner(
+        strategy, opts, reporter=reporter, stop=stop, clock=clock, sleep=clock.sleep
+    ).run()
 
 
 def update(
@@ -78,9 +72,8 @@ def update(
     set: Mapping[str, Any],
     reporter: events.Reporter | None = None,
     stop: StopFlag | None = None,
-    clock: Callable[[], float] | None = None,
-    sleep: Callable[[float], None] | None = None,
-    **options: Any,
+    clock: Clock | None = None,
+    **options: Unpack[RunOptions],
 ) -> Result:
     """Set columns with SQL only: one ``UPDATE`` per chunk, skipping rows already equal.
 
@@ -89,6 +82,7 @@ def update(
     from backfill.strategies import UpdateStrategy
     from backfill.values import validate_mapping
 
+    check_keywords("update", options, API_KEYWORDS)
     queryset = _check_queryset(queryset)
     if not set:
         raise BadInput("update() needs set={field: value}; nothing to set.")
@@ -97,7 +91,7 @@ def update(
         from backfill.engines import hand_off
 
         return hand_off(queryset, "update", set=values, reporter=reporter, stop=stop, **options)
-    return _run(UpdateStrategy(queryset, values), options, reporter, stop, clock, sleep)
+    return _run(UpdateStrategy(queryset, values), options, reporter, stop, clock)
 
 
 def iterate(
@@ -108,9 +102,8 @@ def iterate(
     save: bool = False,
     reporter: events.Reporter | None = None,
     stop: StopFlag | None = None,
-    clock: Callable[[], float] | None = None,
-    sleep: Callable[[float], None] | None = None,
-    **options: Any,
+    clock: Clock | None = None,
+    **options: Unpack[RunOptions],
 ) -> Result:
     """Load model instances chunk by chunk, call ``transform(obj)``, write changed rows in bulk.
 
@@ -122,6 +115,7 @@ def iterate(
     from backfill.transforms import instance_setter, resolve
     from backfill.values import validate_mapping
 
+    check_keywords("iterate", options, API_KEYWORDS)
     queryset = _check_queryset(queryset)
     if set and transform is not None:
         raise BadInput("Pass either set= (--set) or transform= (--transform), not both.")
@@ -142,7 +136,7 @@ def iterate(
             stop=stop,
             **options,
         )
-    return _run(IterateStrategy(queryset, chosen, save=save), options, reporter, stop, clock, sleep)
+    return _run(IterateStrategy(queryset, chosen, save=save), options, reporter, stop, clock)
 
 
 def cursor(
@@ -153,9 +147,8 @@ def cursor(
     set: Mapping[str, Any] | None = None,
     reporter: events.Reporter | None = None,
     stop: StopFlag | None = None,
-    clock: Callable[[], float] | None = None,
-    sleep: Callable[[float], None] | None = None,
-    **options: Any,
+    clock: Clock | None = None,
+    **options: Unpack[RunOptions],
 ) -> Result:
     """Stream raw rows (dicts of ``fields`` plus ``pk``) and write the changes ``transform``
     returns (a dict; ``None`` or ``{}`` = unchanged). No model instances are built.
@@ -164,6 +157,7 @@ def cursor(
     from backfill.transforms import resolve, row_setter
     from backfill.values import validate_mapping
 
+    check_keywords("cursor", options, API_KEYWORDS)
     queryset = _check_queryset(queryset)
     model = queryset.model
     if set and transform is not None:
@@ -194,4 +188,4 @@ def cursor(
             **options,
         )
     strategy = CursorStrategy(queryset, names, chosen)
-    return _run(strategy, options, reporter, stop, clock, sleep)
+    return _run(strategy, options, reporter, stop, clock)

@@ -31,7 +31,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from django.core.management.base import CommandError
 from django.db import models, router
@@ -45,6 +45,7 @@ from backfill import database, deferred, events, recipes
 from backfill.conf import get_setting
 from backfill.exceptions import BackfillError, BadInput, InsideTransaction
 from backfill.models import Run
+from backfill.options import MIGRATION_KEYWORDS, MigrationOptions, check_keywords, name_keywords
 from backfill.progress import BarReporter, LogReporter, summary_line
 from backfill.require import RequireBackfill
 from backfill.result import Result
@@ -116,35 +117,11 @@ class RunBackfill(Operation):
         needs: Lookups | None = None,
         hints: Mapping[str, Any] | None = None,
         elidable: bool = False,
-        batch_size: int | None = None,
-        name: str | None = None,
-        max_runtime: float | None = None,
-        sleep: float | None = None,
-        target_chunk_time: float | None = None,
-        max_rate: float | None = None,
-        lock_timeout: float | None = None,
-        statement_timeout: float | None = None,
-        max_replica_lag: float | None = None,
-        vacuum_every: float | None = None,
-        count: str | None = None,
-        retries: int | None = None,
+        **run_options: Unpack[MigrationOptions],
     ) -> None:
-        # Spelled out rather than **options: the migration writer serialises only the
-        # parameters __init__ names.
-        run_options: dict[str, Any] = {
-            "batch_size": batch_size,
-            "name": name,
-            "max_runtime": max_runtime,
-            "sleep": sleep,
-            "target_chunk_time": target_chunk_time,
-            "max_rate": max_rate,
-            "lock_timeout": lock_timeout,
-            "statement_timeout": statement_timeout,
-            "max_replica_lag": max_replica_lag,
-            "vacuum_every": vacuum_every,
-            "count": count,
-            "retries": retries,
-        }
+        # The run options of the table (backfill.options) that a migration can honour;
+        # deconstruct() writes back the ones given.
+        check_keywords("RunBackfill", run_options, MIGRATION_KEYWORDS)
         if set is not None and transform is not None:
             raise ValueError("RunBackfill takes set= or transform=, not both.")
         if set is None and transform is None:
@@ -517,3 +494,6 @@ class RunBackfill(Operation):
     def _say(text: str) -> None:
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
+
+
+name_keywords(RunBackfill.__init__, MIGRATION_KEYWORDS)

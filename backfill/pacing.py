@@ -13,11 +13,35 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-Clock = Callable[[], float]
+Now = Callable[[], float]
 
 WEIGHT = 0.3  # share of the newest chunk in the average rate
 GROWTH_CAP = 2.0  # a chunk is at most this many times the previous one
+
+
+class Clock(Protocol):
+    """Time as a run sees it: ``clock()`` is monotonic seconds, ``clock.sleep(s)`` waits.
+
+    The API takes one (``clock=``) so tests can run a paced run without waiting; by default
+    it is ``SYSTEM_CLOCK``.
+    """
+
+    def __call__(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def __call__(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()
 
 
 @dataclass
@@ -28,7 +52,7 @@ class Pacer:
     max_size: int = 50_000
     sleep: float = 0.0
     max_rate: float | None = None
-    clock: Clock = time.monotonic
+    clock: Now = time.monotonic
     rate: float | None = field(default=None, init=False)
     rows: int = field(default=0, init=False)
     started: float | None = field(default=None, init=False)

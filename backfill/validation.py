@@ -6,7 +6,6 @@ Every check raises BadInput (exit 2) with one line that says what was wrong and 
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -17,68 +16,17 @@ from django.db.models import QuerySet
 from backfill.columns import text_problem
 from backfill.conf import Options
 from backfill.exceptions import BadInput, one_line
+from backfill.options import RUN_OPTIONS
 
 NAME_LENGTH = 200  # Run.name
-MAX_BATCH_SIZE = 10_000_000
-# PostgreSQL keeps timeouts in milliseconds in a 32-bit integer.
-MAX_TIMEOUT = 2_147_483.0
-MAX_SLEEP = 86_400.0
-MAX_CHUNK_TIME = 3_600.0
 FILTER_SAMPLE_ROWS = 100
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _number(what: str, value: Any, *, low: float, high: float, low_ok: bool = False) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadInput(f"{what} must be a number, got {value!r}.")
-    if not math.isfinite(value):
-        raise BadInput(f"{what} must be a finite number, got {value!r}. Pass e.g. {what} 5.")
-    if value < low or (value == low and not low_ok):
-        if low_ok:
-            raise BadInput(f"{what} must be {low:g} or more, got {value!r}.")
-        raise BadInput(f"{what} must be positive, got {value!r}. Pass a number above 0.")
-    if value > high:
-        raise BadInput(f"{what} must be at most {high:,.0f}, got {value!r}.")
-
-
 def check_options(options: Options) -> None:
     """Every knob finite and in range: what the database, the clock and the ledger can hold."""
-    size = options.batch_size
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
-        raise BadInput(f"batch size must be a whole number, got {size!r}.")
-    if size is not None and size <= 0:
-        raise BadInput(f"batch size must be positive, got {size!r}. Pass a number above 0.")
-    if size is not None and size > MAX_BATCH_SIZE:
-        raise BadInput(
-            f"batch size must be at most {MAX_BATCH_SIZE:,}, got {size!r}. "
-            "Pass e.g. --batch-size 2000."
-        )
-    _number("--max-runtime", options.max_runtime, low=0, high=10 * 365 * 86_400.0)
-    _number("--sleep", options.sleep, low=0, high=MAX_SLEEP, low_ok=True)
-    _number("--target-chunk-time", options.target_chunk_time, low=0, high=MAX_CHUNK_TIME)
-    _number("--max-rate", options.max_rate, low=0, high=1e12)
-    _number("--lock-timeout", options.lock_timeout, low=0, high=MAX_TIMEOUT)
-    _number("--statement-timeout", options.statement_timeout, low=0, high=MAX_TIMEOUT)
-    _number("--max-replica-lag", options.max_replica_lag, low=0, high=MAX_SLEEP)
-    if options.vacuum_every is not None and not (
-        isinstance(options.vacuum_every, (int, float)) and 0 < options.vacuum_every <= 1
-    ):
-        raise BadInput(
-            f"--vacuum-every must be a share of the table between 0 and 1, got "
-            f"{options.vacuum_every!r} (e.g. 0.1 for every 10%)."
-        )
-    if isinstance(options.workers, bool) or not isinstance(options.workers, int):
-        raise BadInput(f"--workers must be a whole number, got {options.workers!r}.")
-    if options.workers < 1:
-        raise BadInput(f"--workers must be 1 or more, got {options.workers!r}.")
-    if options.retries is not None and not (
-        isinstance(options.retries, int) and 0 <= options.retries <= 1000
-    ):
-        raise BadInput(f"retries must be a whole number from 0 to 1000, got {options.retries!r}.")
-    if options.count not in ("estimate", "exact"):
-        raise BadInput(f"--count must be 'estimate' or 'exact', got {options.count!r}.")
+    for option in RUN_OPTIONS:
+        option.check(getattr(options, option.name))
 
 
 def check_name(name: str, *, given: bool) -> None:

@@ -11,20 +11,16 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from io import StringIO
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
 from django.db import connection
 
+from backfill import events
 from backfill.models import Chunk, Run
+from tests.support import run
 from tests.testapp.models import Counter
 
-postgres_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="PostgreSQL-only feature (SKIP LOCKED, backends)"
-)
-sqlite_only = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite-only behaviour")
 # Workers claim chunks with SKIP LOCKED: PostgreSQL, MySQL 8 and MariaDB 10.6+ (SQLite has none).
 skip_locked_only = pytest.mark.skipif(
     connection.vendor == "sqlite", reason="needs SELECT … FOR UPDATE SKIP LOCKED (not in SQLite)"
@@ -32,6 +28,40 @@ skip_locked_only = pytest.mark.skipif(
 
 SLOW = "tests.transforms.count_hit_slowly"
 FAST = "tests.transforms.count_hit"
+
+
+class FakeClock:
+    """A monotonic clock that only moves when told: by ``sleep`` or by ``advance``."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+        # Called with the seconds of each sleep before time moves: what happens meanwhile.
+        self.on_sleep: Callable[[float], None] = lambda seconds: None
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.on_sleep(seconds)
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class Recorder:
+    """A reporter that keeps every event."""
+
+    def __init__(self) -> None:
+        self.events: list[events.Event] = []
+
+    def __call__(self, event: events.Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
 
 
 def make_counters(count: int) -> list[int]:
@@ -87,13 +117,9 @@ def assert_chunks_tile(run: Run | None = None) -> None:
 
 
 def call(command: str, *args: str) -> tuple[int, str, str]:
-    """``call_command`` with captured output: (exit code, stdout, error message or stderr)."""
-    out, err = StringIO(), StringIO()
-    try:
-        call_command(command, *args, stdout=out, stderr=err)
-    except CommandError as exc:
-        return exc.returncode, out.getvalue(), str(exc)
-    return 0, out.getvalue(), err.getvalue()
+    """``run`` as a tuple: (exit code, stdout, the error message, or stderr when none)."""
+    outcome = run(command, *args)
+    return outcome.returncode, outcome.stdout, outcome.error or outcome.stderr
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +15,7 @@ from django.utils import timezone
 
 from backfill.models import Chunk, Run, Worker
 from tests.conftest import RunManage, SpawnManage
+from tests.run_support import wait_for
 from tests.testapp.models import Counter
 
 CHANGELIST = "/admin/backfill/run/"
@@ -283,14 +283,6 @@ def test_without_the_permission_the_actions_do_nothing(viewer: Client) -> None:
 # -- a real run, paused from the admin ------------------------------------------------------------
 
 
-def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_run_paused_in_the_admin_exits_3_and_resumes_to_completion(
     spawn_manage: SpawnManage, run_manage: RunManage
@@ -308,6 +300,7 @@ def test_a_run_paused_in_the_admin_exits_3_and_resumes_to_completion(
     wait_for(
         lambda: Run.objects.filter(name="slow counters", chunks_done__gte=2).exists(),
         "the run's second chunk",
+        timeout=60.0,
     )
     controller = client_for(staff("ops", "view_run", "control_run"))
 

@@ -108,7 +108,7 @@ class TestResult:
 
         with pytest.raises(backfill.BadInput, match="'autor'"):
             backfill.update(BlogPost.objects.all(), set={"autor": "x"})
-        with pytest.raises(backfill.BadInput, match="batch size must be positive, got 0"):
+        with pytest.raises(backfill.BadInput, match="batch_size must be positive, got 0"):
             backfill.update(BlogPost.objects.all(), set={"author": "x"}, batch_size=0)
         with pytest.raises(backfill.BadInput, match="Sliced querysets"):
             backfill.iterate(BlogPost.objects.all()[:1], set={"author": "x"})

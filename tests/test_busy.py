@@ -27,10 +27,10 @@ from tests.run_support import (
     chunks_done_at_least,
     finish,
     make_counters,
-    postgres_only,
     the_run,
     wait_for,
 )
+from tests.support import postgres_only
 from tests.testapp.models import Counter
 
 pytestmark = pytest.mark.django_db(transaction=True)

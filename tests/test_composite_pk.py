@@ -24,7 +24,8 @@ from backfill.chunks import KeyPlanner
 from backfill.exceptions import Interrupted
 from backfill.models import Chunk, Run
 from backfill.signals import StopFlag
-from tests.run_support import call, postgres_only
+from tests.run_support import call
+from tests.support import postgres_only
 from tests.testapp.models import TenantItem
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -26,14 +26,8 @@ from backfill import engines
 from backfill.exceptions import BadInput
 from backfill.models import Chunk, Run, RunRecipe, Worker
 from tests.conftest import manage_env
-from tests.run_support import (
-    FAST,
-    assert_every_row_once,
-    assert_ledger_matches_data,
-    make_counters,
-    postgres_only,
-)
-from tests.support import committing, run
+from tests.run_support import FAST, assert_every_row_once, assert_ledger_matches_data, make_counters
+from tests.support import committing, postgres_only, run
 from tests.testapp.models import Counter
 
 pytest.importorskip("celery", reason="Celery is not installed: pip install 'celery[redis]'")

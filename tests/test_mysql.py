@@ -18,7 +18,7 @@ import backfill
 from backfill import events
 from backfill.mysql import transient_reason
 from tests.conftest import database_url
-from tests.test_pacing import FakeClock, Recorder, make_counters
+from tests.run_support import FakeClock, Recorder, make_counters
 from tests.testapp.models import Counter
 
 pytestmark = [
@@ -201,9 +201,10 @@ def test_a_row_locked_elsewhere_is_retried_with_half_the_chunk(kind: str) -> Non
     holder.cursor().execute(f"SELECT 1 FROM `{TABLE}` WHERE id = %s FOR UPDATE", [first])
     clock, recorder = FakeClock(), Recorder()
 
-    def sleep(seconds: float) -> None:
+    def meanwhile(seconds: float) -> None:
         holder.commit()  # the application's transaction ends during the backoff
-        clock.sleep(seconds)
+
+    clock.on_sleep = meanwhile
 
     try:
         if kind == "update":
@@ -215,7 +216,6 @@ def test_a_row_locked_elsewhere_is_retried_with_half_the_chunk(kind: str) -> Non
                 batch_size=100,
                 lock_timeout=1,
                 clock=clock,
-                sleep=sleep,
                 reporter=recorder,
             )
         else:
@@ -229,7 +229,6 @@ def test_a_row_locked_elsewhere_is_retried_with_half_the_chunk(kind: str) -> Non
                 batch_size=100,
                 lock_timeout=1,
                 clock=clock,
-                sleep=sleep,
                 reporter=recorder,
             )
     finally:

@@ -20,43 +20,8 @@ from backfill.conf import Options
 from backfill.pacing import Pacer
 from backfill.runner import Runner
 from backfill.strategies import UpdateStrategy
+from tests.run_support import FakeClock, Recorder, make_counters
 from tests.testapp.models import Counter
-
-
-class FakeClock:
-    """A monotonic clock that only moves when told: by ``sleep`` or by ``advance``."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-class Recorder:
-    """A reporter that keeps every event."""
-
-    def __init__(self) -> None:
-        self.events: list[events.Event] = []
-
-    def __call__(self, event: events.Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-
-def make_counters(n: int) -> None:
-    Counter.objects.bulk_create([Counter(name=f"c{i}") for i in range(n)], batch_size=2000)
-
 
 # -- the Pacer alone ------------------------------------------------------------------------------
 
@@ -189,7 +154,6 @@ def test_chunk_size_converges_toward_rate_times_target_on_a_real_run() -> None:
         target_chunk_time=0.125,  # so the right size is 1,024 rows
         reporter=recorder,
         clock=clock,
-        sleep=clock.sleep,
     )
 
     done = recorder.of(events.ChunkDone)
@@ -213,7 +177,6 @@ def test_max_rate_holds_rows_per_second_within_ten_percent_of_the_cap() -> None:
         max_rate=100,
         reporter=recorder,
         clock=clock,
-        sleep=clock.sleep,
     )
 
     assert result.rows_scanned == 2000
@@ -246,9 +209,7 @@ def test_the_sleep_setting_is_the_default_pause(settings: Any) -> None:
     make_counters(30)
     clock = FakeClock()
 
-    backfill.update(
-        Counter.objects.all(), set={"hits": 2}, batch_size=10, clock=clock, sleep=clock.sleep
-    )
+    backfill.update(Counter.objects.all(), set={"hits": 2}, batch_size=10, clock=clock)
 
     assert clock.slept == [0.5, 0.5]
 

@@ -17,8 +17,8 @@ import backfill
 from backfill import events, strategies
 from backfill.exceptions import TransformFailed
 from example_site.blog.models import BlogPost
+from tests.run_support import FakeClock, Recorder
 from tests.support import committing, postgres_only, seed_posts
-from tests.test_pacing import FakeClock, Recorder
 from tests.test_safety import (
     RowHolder,
     backend_pid,
@@ -122,9 +122,7 @@ def test_a_lock_timeout_in_a_batch_read_ahead_is_retried(kind: str) -> None:
     sleep = holder.released_by_backoff(clock)
 
     with holder:
-        result = run_kind(
-            kind, batch_size=9, lock_timeout=0.2, clock=clock, sleep=sleep, reporter=recorder
-        )
+        result = run_kind(kind, batch_size=9, lock_timeout=0.2, clock=sleep, reporter=recorder)
 
     retries = recorder.of(events.Retrying)
     assert [(r.reason, r.attempt) for r in retries] == [("lock timeout", 1)]

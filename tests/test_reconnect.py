@@ -30,11 +30,10 @@ from tests.run_support import (
     chunks_done_at_least,
     finish,
     make_counters,
-    postgres_only,
-    sqlite_only,
     the_run,
     wait_for,
 )
+from tests.support import postgres_only, sqlite_only
 from tests.testapp.models import Counter
 from tests.transforms import other_connection, terminate_my_session
 

@@ -16,6 +16,7 @@ from backfill.strategies import IterateStrategy
 from backfill.transforms import resolve
 from tests.run_support import (
     FAST,
+    FakeClock,
     assert_chunks_tile,
     assert_every_row_once,
     assert_ledger_matches_data,
@@ -78,16 +79,16 @@ def test_stopped_run_resumes_from_its_frontier() -> None:
 
 def test_max_runtime_stops_on_the_injected_clock_and_resumes() -> None:
     make_counters(300)
-    now = [0.0]
+    clock = FakeClock(0.0)
 
     def tick(event: events.Event) -> None:
         if isinstance(event, events.ChunkDone):
-            now[0] += 10.0
+            clock.advance(10.0)
 
     with pytest.raises(Interrupted) as stopped:
         backfill.iterate(
             Counter.objects.all(), transform=FAST, batch_size=50, max_runtime=25,
-            clock=lambda: now[0], sleep=lambda s: None, reporter=tick,
+            clock=clock, reporter=tick,
         )  # fmt: skip
 
     assert str(stopped.value).startswith("Stopped by --max-runtime 25s after 3 chunk(s)")

@@ -18,6 +18,7 @@ from backfill import history
 from backfill.admin import duration, rate_chart
 from backfill.models import Chunk, Run, RunWait, Worker
 from example_site.blog.models import BlogPost
+from tests.run_support import FakeClock
 from tests.support import committing, seed_posts
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -87,20 +88,19 @@ def test_rate_chart_is_an_inline_svg_scaled_to_the_peak() -> None:
 @committing
 def test_a_run_records_why_it_waits_and_clears_it_after() -> None:
     seed_posts(20)
-    now = [1000.0]
+    clock = FakeClock()
     seen: list[tuple[str, bool]] = []
 
-    def sleep(seconds: float) -> None:
+    def meanwhile(seconds: float) -> None:
         seen.extend(RunWait.objects.values_list("name", "reason"))
-        now[0] += seconds
 
+    clock.on_sleep = meanwhile
     backfill.update(
         BlogPost.objects.all(),
         set={"author": "a"},
         batch_size=10,
         max_rate=5,
-        clock=lambda: now[0],
-        sleep=sleep,
+        clock=clock,
         name="capped",
     )
 
@@ -198,7 +198,6 @@ def test_run_page_of_a_finished_run_has_no_eta_and_no_wait(viewer: Client) -> No
 def test_a_waiting_run_works_on_a_ledger_migrated_only_to_0001() -> None:
     """A data migration that depends on backfill 0001 runs before 0003 creates RunWait."""
     seed_posts(20)
-    now = [1000.0]
     call_command("migrate", "backfill", "0001", verbosity=0)
     try:
         result = backfill.update(
@@ -206,8 +205,7 @@ def test_a_waiting_run_works_on_a_ledger_migrated_only_to_0001() -> None:
             set={"author": "a"},
             batch_size=10,
             max_rate=5,
-            clock=lambda: now[0],
-            sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
+            clock=FakeClock(),
         )
     finally:
         call_command("migrate", "backfill", verbosity=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from io import StringIO
 from typing import Any
 
@@ -23,16 +23,9 @@ from django.test.utils import CaptureQueriesContext
 import backfill
 from backfill import events
 from tests.conftest import database_url
-from tests.test_pacing import FakeClock, Recorder, make_counters
+from tests.run_support import FakeClock, Recorder, make_counters
+from tests.support import postgres_only, sqlite_only
 from tests.testapp.models import Counter, Place, Restaurant
-
-postgres_only = pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="PostgreSQL only: row locks, SET LOCAL timeouts, VACUUM, planner estimates, EXPLAIN",
-)
-sqlite_only = pytest.mark.skipif(
-    connection.vendor != "sqlite", reason="what SQLite says about PostgreSQL-only options"
-)
 
 TABLE = Counter._meta.db_table
 TABLE_LABEL = "testapp.Counter"
@@ -95,14 +88,10 @@ class RowHolder(threading.Thread):
         self.released.set()
         self.join(WAIT_LIMIT)
 
-    def released_by_backoff(self, clock: FakeClock) -> Callable[[float], None]:
-        """A sleep for the run's retry backoff: this transaction commits, then ``clock`` steps."""
-
-        def sleep(seconds: float) -> None:
-            self.release()
-            clock.sleep(seconds)
-
-        return sleep
+    def released_by_backoff(self, clock: FakeClock) -> FakeClock:
+        """``clock``, whose sleep (the run's retry backoff) first commits this transaction."""
+        clock.on_sleep = lambda seconds: self.release()
+        return clock
 
     def __exit__(self, *exc: object) -> None:
         self.release()
@@ -201,9 +190,7 @@ def test_a_row_locked_elsewhere_is_retried_with_half_the_chunk(
     sleep = holder.released_by_backoff(clock)
 
     with holder:
-        result = run_kind(
-            kind, batch_size=100, clock=clock, sleep=sleep, reporter=recorder, **timeouts
-        )
+        result = run_kind(kind, batch_size=100, clock=sleep, reporter=recorder, **timeouts)
 
     retries = recorder.of(events.Retrying)
     assert [(r.reason, r.attempt, r.batch_size) for r in retries] == [(reason, 1, 50)]
@@ -247,11 +234,11 @@ def test_a_deadlock_is_retried_and_both_writes_survive() -> None:
         assert ready.wait(WAIT_LIMIT)
         clock = FakeClock()
 
-        def sleep(seconds: float) -> None:
+        def meanwhile(seconds: float) -> None:
             assert done.wait(WAIT_LIMIT)
-            clock.sleep(seconds)
 
-        result = run_kind("iterate", batch_size=10, clock=clock, sleep=sleep, reporter=recorder)
+        clock.on_sleep = meanwhile
+        result = run_kind("iterate", batch_size=10, clock=clock, reporter=recorder)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET deadlock_timeout")
@@ -585,7 +572,6 @@ def test_an_unreachable_replica_holds_the_run_and_max_runtime_still_stops_it(
             max_replica_lag=1,
             max_runtime=30,
             clock=clock,
-            sleep=clock.sleep,
             reporter=recorder,
         )
 

@@ -26,6 +26,7 @@ from example_site.blog.models import BlogPost
 from tests.conftest import RunManage, SpawnManage
 from tests.run_support import (
     FAST,
+    FakeClock,
     assert_every_row_once,
     finish,
     make_counters,
@@ -311,7 +312,7 @@ def test_bad_names_are_refused(name: str, message: str) -> None:
         ("--max-rate", "inf", "must be a finite number"),
         ("--lock-timeout", "1e10", "must be at most 2,147,483"),
         ("--statement-timeout", "inf", "must be a finite number"),
-        ("--batch-size", "3000000000", "batch size must be at most 10,000,000"),
+        ("--batch-size", "3000000000", "--batch-size must be at most 10,000,000"),
         ("--max-runtime", "nan", "must be a finite number"),
         ("--sleep", "1e9", "must be at most 86,400"),
         ("--max-replica-lag", "0", "must be positive"),
@@ -584,7 +585,7 @@ def test_a_session_terminated_in_the_bookkeeping_is_retried(statement: str) -> N
 
     with connection.execute_wrapper(terminate_once):
         result = backfill.iterate(
-            Counter.objects.all(), transform=FAST, batch_size=10, sleep=lambda s: None
+            Counter.objects.all(), transform=FAST, batch_size=10, clock=FakeClock()
         )
 
     assert fired

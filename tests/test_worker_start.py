@@ -18,9 +18,9 @@ from tests.run_support import (
     assert_chunks_tile,
     assert_every_row_once,
     make_counters,
-    postgres_only,
     the_run,
 )
+from tests.support import postgres_only
 from tests.testapp.models import Counter
 
 pytestmark = pytest.mark.django_db(transaction=True)

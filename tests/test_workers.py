@@ -27,10 +27,10 @@ from tests.run_support import (
     hits,
     make_counters,
     skip_locked_only,
-    sqlite_only,
     the_run,
     wait_for,
 )
+from tests.support import sqlite_only
 from tests.testapp.models import Counter
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,6 +10,7 @@ from django.db import DEFAULT_DB_ALIAS, models
 from django.db.models import Q
 
 from backfill import events, schema
+from backfill import options as run_options
 from backfill.database import check_alias
 from backfill.exceptions import BadInput, Interrupted, TransformFailed, ValueRejected
 from backfill.filters import parse_filters
@@ -17,18 +18,6 @@ from backfill.management.edge import EdgeCommand, check_text_options
 from backfill.progress import reporter_for, summary_line
 from backfill.result import Result
 from backfill.values import parse_set
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadInput(
-            f"--batch-size {text!r} is not a whole number. Pass e.g. --batch-size 2000."
-        ) from None
-    if value <= 0:
-        raise BadInput(f"--batch-size must be positive, got {value}. Pass e.g. --batch-size 2000.")
-    return value
 
 
 def engine_options(options: dict[str, Any], where: Q) -> dict[str, Any]:
@@ -66,82 +55,9 @@ class BackfillCommand(EdgeCommand):
             help="Skip rows matching this Django lookup (repeatable).",
         )
         parser.add_argument(
-            "--batch-size",
-            metavar="N",
-            help="Rows per chunk (the starting size when --target-chunk-time adapts it).",
-        )
-        parser.add_argument(
             "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
         )
-        parser.add_argument(
-            "--dry-run",
-            action="store_true",
-            help="Print the plan and a preview of the first chunk; write nothing.",
-        )
-        parser.add_argument(
-            "--name", help="The run's identity (default: derived from the command)."
-        )
-        parser.add_argument(
-            "--restart",
-            action="store_true",
-            help="Ignore this run's checkpoint and start from the beginning.",
-        )
-        parser.add_argument(
-            "--max-runtime",
-            type=float,
-            metavar="SECONDS",
-            help="Stop cleanly (checkpointed, exit 3) after this long.",
-        )
-        parser.add_argument("--sleep", type=float, metavar="S", help="Pause after each chunk.")
-        parser.add_argument(
-            "--target-chunk-time",
-            type=float,
-            metavar="S",
-            help="Adapt the chunk size so each chunk takes about this long.",
-        )
-        parser.add_argument(
-            "--max-rate",
-            type=float,
-            metavar="ROWS_PER_S",
-            help="Never go faster than this many rows per second.",
-        )
-        parser.add_argument(
-            "--lock-timeout",
-            type=float,
-            metavar="S",
-            help="PostgreSQL lock_timeout per chunk (SET LOCAL).",
-        )
-        parser.add_argument(
-            "--statement-timeout",
-            type=float,
-            metavar="S",
-            help="PostgreSQL statement_timeout per chunk (SET LOCAL).",
-        )
-        parser.add_argument(
-            "--max-replica-lag",
-            type=float,
-            metavar="S",
-            help="Pause while a replica lags more than this (PostgreSQL).",
-        )
-        parser.add_argument(
-            "--vacuum-every",
-            type=float,
-            metavar="SHARE",
-            help="VACUUM the table after each such share of it (0.1 = 10%%).",
-        )
-        parser.add_argument(
-            "--count",
-            choices=["estimate", "exact"],
-            default="estimate",
-            help="Total rows from the planner's estimate (default) or COUNT(*).",
-        )
-        parser.add_argument(
-            "--workers",
-            type=int,
-            default=1,
-            metavar="N",
-            help="N processes working this run in parallel (PostgreSQL).",
-        )
+        run_options.add_arguments(parser)
         parser.add_argument(
             "--engine",
             metavar="NAME",
@@ -259,25 +175,11 @@ class BackfillCommand(EdgeCommand):
         self.render(result, options)
 
     def common(self, options: dict[str, Any]) -> dict[str, Any]:
-        batch = options.get("batch_size")
+        """The API keywords of this call: the run options of the table, how it reports, and the
+        stop flag that SIGINT/SIGTERM set from the command's first line (EdgeCommand)."""
         return {
-            "batch_size": _positive_int(str(batch)) if batch is not None else None,
-            "name": options.get("name"),
-            "restart": options["restart"],
-            "dry_run": options["dry_run"],
-            "max_runtime": options.get("max_runtime"),
-            "sleep": options.get("sleep"),
-            "target_chunk_time": options.get("target_chunk_time"),
-            "max_rate": options.get("max_rate"),
-            "lock_timeout": options.get("lock_timeout"),
-            "statement_timeout": options.get("statement_timeout"),
-            "max_replica_lag": options.get("max_replica_lag"),
-            "vacuum_every": options.get("vacuum_every"),
-            "count": options["count"],
-            "workers": options["workers"],
+            **run_options.from_command(options),
             "reporter": self.reporter(options),
-            # Set by SIGINT/SIGTERM from the command's first line (EdgeCommand); the engine
-            # checks it between chunks.
             "stop": getattr(self, "stop", None),
         }
 

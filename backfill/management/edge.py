@@ -19,6 +19,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from backfill import database
 from backfill.columns import text_problem
 from backfill.exceptions import BackfillError, BadInput, Interrupted, one_line
+from backfill.options import OptionInvalid
 from backfill.signals import COMMANDS, EARLY, StopFlag, stop_on_signals
 
 STATUS_BY_CODE = {0: "completed", 1: "failed", 2: "bad input", 3: "stopped", 4: "busy"}
@@ -133,6 +134,8 @@ class EdgeCommand(BaseCommand):
 
     def translate(self, exc: BaseException, options: dict[str, Any]) -> tuple[int, str]:
         """An exception no handler took, as an exit code and one line."""
+        if isinstance(exc, OptionInvalid):
+            return exc.exit_code, exc.as_flags()
         if isinstance(exc, BackfillError):
             return exc.exit_code, str(exc)
         if isinstance(exc, DatabaseError):
