@@ -1,6 +1,6 @@
 # One target per habit. Everything runs from .venv/bin, so nothing needs an activated venv.
 #   make demo   the example site on SQLite (or DATABASE_URL): migrate, seed, run a backfill
-#   make test   lint, then the test suite on PostgreSQL, on SQLite and on MariaDB
+#   make test   lint (the manual's mkdocs build too), then the suite on PostgreSQL, SQLite, MariaDB
 #   make test-matrix   the suite per Django x Python x database (noxfile.py)
 
 PYTHON ?= python3
@@ -67,6 +67,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	DATABASE_URL=sqlite:///$(CURDIR)/.lint-sqlite.sqlite3 $(BIN)/python manage.py makemigrations --check --dry-run
+	$(BIN)/mkdocs build --strict --quiet
 
 format: venv
 	$(BIN)/ruff check --fix .

@@ -59,7 +59,7 @@ OPERATORS: dict[type[ast.operator], str] = {
 
 ALLOWED = ", ".join(["F", "Value", *sorted(FUNCTIONS)]) + " and + - * / %"
 
-# Limits, checked before anything runs (documented in the README).
+# Limits, checked before anything runs (documented in docs/commands.md).
 MAX_LENGTH = 10_000  # characters of one expression
 MAX_DEPTH = 32  # nested calls and operators
 MAX_NODES = 200  # calls, operators, fields and literals in one expression

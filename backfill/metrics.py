@@ -12,7 +12,7 @@ Prometheus is the deployment's choice:
 - or ``BACKFILL["METRICS_PUSHGATEWAY"] = "host:9091"`` pushes them to a Pushgateway every
   ``PUSH_EVERY`` seconds and when the call ends, grouped by run.
 
-``METRICS`` is the table the README's list is checked against: name, type, labels, meaning.
+``METRICS`` is the table docs/watching.md's list is checked against: name, type, labels, meaning.
 """
 
 from __future__ import annotations

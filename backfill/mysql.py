@@ -10,7 +10,7 @@ lag, plans) and ``backfill.bulk`` (the write); no other module asks for this bac
 - The write. One ``UPDATE t JOIN JSON_TABLE(%s, …) v ON t.pk = v._k SET …`` per table and
   chunk: the changed rows travel as one JSON document, whatever their number. Measured on
   MariaDB 10.11 against a ``VALUES`` table and a ``UNION ALL`` derived table of the same rows
-  (README, "MySQL and MariaDB"), it parses the fastest. Values are extracted as text and
+  (docs/mysql.md), it parses the fastest. Values are extracted as text and
   converted by the assignment itself, under strict mode, so a value the column cannot hold
   fails the chunk (error 1406, 1264, 1292, …) instead of being truncated by the JSON table.
 """

@@ -169,7 +169,7 @@ class JsonReporter:
 
     Every object has ``event`` (``started``, ``chunk_done``, ``waiting``, ``retrying``,
     ``notice``, ``finished``), ``run`` (the run's name) and ``ts`` (ISO 8601, UTC, with
-    milliseconds), then the event's own fields under the names the README lists. Keys of the
+    milliseconds), then the event's own fields under the names docs/watching.md lists. Keys of the
     table (``lo``, ``hi``, ``checkpoint``) are JSON numbers or strings. These names are a
     contract: add fields, never rename them.
     """

@@ -89,7 +89,7 @@ class Strategy:
     # Arguments after `python`: a manage.py command, or this script's worker mode.
     args: Callable[[Config, str, int], list[str]]
     backfill: bool = False
-    code: str = ""  # what a worker runs, for the output and the README
+    code: str = ""  # what a worker runs, for the output and docs/benchmark.md
 
 
 def _backfill(command: str, *extra: str) -> Callable[[Config, str, int], list[str]]:

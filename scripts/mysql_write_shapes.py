@@ -9,7 +9,7 @@ MYSQL_PORT, MYSQL_USER, MYSQL_PASSWORD), fills it with ROWS random rows (default
 for each shape rewrites ``author`` in keyset chunks of CHUNK rows (default 10,000), each chunk
 read ``FOR UPDATE`` and written with one ``UPDATE … JOIN`` of a ``UNION ALL`` derived table, a
 ``VALUES`` table or a ``JSON_TABLE``, and prints rows/s next to one ``UPDATE`` of the whole table.
-The README's "MySQL and MariaDB" section quotes a run; backfill uses the fastest, JSON_TABLE.
+docs/mysql.md quotes a run; backfill uses the fastest, JSON_TABLE.
 """
 
 import json

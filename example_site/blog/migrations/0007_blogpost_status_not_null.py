@@ -3,7 +3,8 @@
 RequireBackfill refuses to go on (naming the run, its progress and the command that finishes
 it) while the run is pending or rows still hold NULL, so the ALTER below never meets a NULL.
 On PostgreSQL, SET NOT NULL takes an ACCESS EXCLUSIVE lock and scans the table once to check it
-(see the README for the CHECK ... NOT VALID way around that scan on very large tables).
+(see docs/migrations.md, "Deploy 3: contract", for the CHECK ... NOT VALID way around that
+scan on very large tables).
 """
 
 from django.db import migrations, models
