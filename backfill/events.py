@@ -102,7 +102,7 @@ Event = Started | ChunkDone | Waiting | Retrying | Notice | Finished
 
 
 class Reporter(Protocol):
-    def __call__(self, event: Event) -> None: ...
+    def __call__(self, event: Event, /) -> None: ...
 
 
 def ignore(event: Event) -> None:

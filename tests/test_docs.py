@@ -109,6 +109,13 @@ NOT_RUN = {
     "docker compose run --rm web createsuperuser": "docker compose",
     "docker compose run --rm web seed_blogposts --rows 4000000 --truncate": "docker compose",
     "docker compose run --rm web backfill_iterate blog.BlogPost --only author": "docker compose",
+    # Run control: a pause needs a process that is working the run when it arrives.
+    "python manage.py backfill_runs nightly-authors --pause --by ops": (
+        "needs a process working the run; tests/test_control.py pauses a real one"
+    ),
+    "python manage.py backfill_runs nightly-authors --cancel --by ops": (
+        "cancels the run the --pause line paused; tests/test_control.py runs both"
+    ),
     # Expand, backfill, contract: rows the previous release wrote with status NULL.
     "python manage.py backfill_verify 'blog: BlogPost.status'": (
         "shown twice: the second time with rows the previous release wrote with status NULL"
