@@ -26,27 +26,25 @@ after deploy, and ``RequireBackfill`` in a later migration waits for it (``backf
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Unpack
+from typing import Any, NamedTuple, Unpack
 
 from django.core.management.base import CommandError
 from django.db import models, router
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
-from django.db.migrations.migration import Migration
+from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations.base import Operation, OperationCategory
 from django.db.migrations.state import ProjectState
 from django.db.models import Q, QuerySet
 
-from backfill import database, deferred, events, recipes
+from backfill import database, deferred, edge, events, recipes
 from backfill.conf import get_setting
 from backfill.exceptions import BackfillError, BadInput, InsideTransaction
 from backfill.models import Run
 from backfill.options import MIGRATION_KEYWORDS, MigrationOptions, check_keywords, name_keywords
-from backfill.progress import BarReporter, LogReporter, summary_line
 from backfill.require import RequireBackfill
 from backfill.result import Result
 
@@ -59,6 +57,11 @@ PROGRESS_MODES = ("auto", "bar", "log", "none")
 DEFER_MODES = (False, True, "auto")
 Transform = str | Callable[..., Any]
 Lookups = Mapping[str, Any] | Q
+
+
+class MigrationName(NamedTuple):
+    app_label: str
+    name: str
 
 
 def _callable_name(value: Any) -> Any:
@@ -293,7 +296,7 @@ class RunBackfill(Operation):
         *,
         reverse: bool,
     ) -> None:
-        migration, index = self._owner()
+        migration, index = self._owner(app_label)
         where = (
             f"RunBackfill #{index + 1} of migration {migration.app_label}.{migration.name}"
             if migration is not None
@@ -350,17 +353,16 @@ class RunBackfill(Operation):
         except BackfillError as exc:
             result_of = getattr(exc, "result", None)
             if isinstance(result_of, Result) and self.progress != "none":
-                self._say(summary_line(result_of))
-            raise CommandError(f"{where}: {exc}", returncode=exc.exit_code) from exc
+                self._say(edge.summary_line(result_of))
+            code, message = edge.failure(exc, alias, command=False)
+            raise CommandError(f"{where}: {message}", returncode=code) from exc
         if self.progress != "none":
             done = result.message
             if result.status != "already completed":
-                done = f"{done.rstrip('.')}: {summary_line(result)}"
-            if result.total_chunks != result.chunks:
-                done += (
-                    f"; run total {result.total_rows_scanned:,} rows, changed "
-                    f"{result.total_rows_changed:,}, {result.total_chunks:,} chunks"
-                )
+                done = f"{done.rstrip('.')}: {edge.summary_line(result)}"
+            total = edge.run_total(result)
+            if total:
+                done += "; " + total.replace("run total: scanned", "run total")
             self._say(done)
 
     def _recipe(self, app_label: str) -> dict[str, Any]:
@@ -398,28 +400,29 @@ class RunBackfill(Operation):
         else:
             logger.info(message)
 
-    def _owner(self) -> tuple[Migration | None, int]:
-        """The migration applying this operation, and the operation's index in it.
+    def _owner(self, app_label: str) -> tuple[MigrationName | None, int]:
+        """The migration this operation belongs to, and the operation's index in it.
 
-        Operations are not told which migration they belong to; Migration.apply/unapply are
-        on the call stack, holding it as ``self``. Without it (an operation run by hand) the
-        run name falls back to a digest of the operation.
+        Operations are not told which migration they belong to. A loaded migration keeps its
+        operations as the ``operations`` of its module's ``Migration`` class (the loader's
+        instance copies that list, not the operations), so the owner is the migration module
+        of ``app_label`` whose list holds this very object. Without one (an operation run by
+        hand) the run name falls back to a digest of the operation.
         """
-        frame = inspect.currentframe()
-        try:
-            while frame is not None:
-                owner = frame.f_locals.get("self")
-                if isinstance(owner, Migration):
-                    for index, operation in enumerate(owner.operations):
-                        if operation is self:
-                            return owner, index
-                frame = frame.f_back
-        finally:
-            del frame
+        package, _ = MigrationLoader.migrations_module(app_label)
+        if package is None:
+            return None, 0
+        for module_name, module in list(sys.modules.items()):
+            if module is None or not module_name.startswith(package + "."):
+                continue
+            operations = getattr(getattr(module, "Migration", None), "operations", None) or []
+            for index, operation in enumerate(operations):
+                if operation is self:
+                    return MigrationName(app_label, module_name.rpartition(".")[2]), index
         return None, 0
 
     def _run_name(
-        self, app_label: str, migration: Migration | None, index: int, reverse: bool
+        self, app_label: str, migration: MigrationName | None, index: int, reverse: bool
     ) -> str:
         suffix = " reverse" if reverse else ""
         if self.options.get("name"):
@@ -478,17 +481,11 @@ class RunBackfill(Operation):
     # -- output --------------------------------------------------------------------------
 
     def _reporter(self) -> events.Reporter:
-        stream = sys.stderr
-        mode = self.progress
-        if mode == "none":
+        if self.progress == "none":
             return events.ignore
         # migrate leaves "  Applying app.0003_x..." unterminated on stdout; start below it.
         self._say("")
-        if mode == "auto":
-            mode = "bar" if getattr(stream, "isatty", lambda: False)() else "log"
-        if mode == "bar":
-            return BarReporter(stream)
-        return LogReporter(stream, interval=float(get_setting("LOG_INTERVAL")))
+        return edge.reporter_for(sys.stderr, self.progress)
 
     @staticmethod
     def _say(text: str) -> None:

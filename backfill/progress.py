@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from backfill import events
-from backfill.result import Result
 
 
 def _eta(done: int, total: int | None, rate: float) -> str:
@@ -20,13 +19,6 @@ def _eta(done: int, total: int | None, rate: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def summary_line(result: Result) -> str:
-    return (
-        f"scanned {result.rows_scanned:,} rows, changed {result.rows_changed:,}, "
-        f"{result.chunks:,} chunks in {result.elapsed:.1f} s ({result.rate:,.0f} rows/s)"
-    )
 
 
 class _Base:
@@ -142,22 +134,6 @@ class BarReporter(_Base):
                 self.bar = None
         else:
             self.other(event)
-
-
-def reporter_for(stream: IO[str], mode: str, verbosity: int = 1) -> events.Reporter:
-    """The reporter for ``--progress MODE``: ``auto`` is a bar on a terminal, else log lines;
-    ``json`` is JSON lines."""
-    if verbosity == 0 or mode == "none":
-        return events.ignore
-    if mode == "json":
-        return JsonReporter(stream)
-    if mode == "auto":
-        mode = "bar" if getattr(stream, "isatty", lambda: False)() else "log"
-    if mode == "bar":
-        return BarReporter(stream, verbosity)
-    from backfill.conf import get_setting
-
-    return LogReporter(stream, verbosity, interval=float(get_setting("LOG_INTERVAL")))
 
 
 def _utc_now() -> datetime:

@@ -9,7 +9,9 @@ forward and backward with the real ``migrate`` command.
 from __future__ import annotations
 
 import signal
+import sys
 import time
+import types
 from collections.abc import Iterator
 from io import StringIO
 from typing import Any
@@ -63,12 +65,17 @@ def at_0002(transactional_db: None) -> Iterator[None]:
 
 
 def migration_of(*operations: Any, atomic: bool = False, name: str = "0099_check") -> Any:
+    """A migration of migrapp made here, as the loader would find it: its module (imported, in
+    the app's migrations package) holds a ``Migration`` class with the operations."""
     attrs = {
         "operations": list(operations),
         "atomic": atomic,
         "dependencies": [("migrapp", "0002_ticket_slug")],
     }
-    return type("Migration", (migrations.Migration,), attrs)(name, "migrapp")
+    module = types.ModuleType(f"tests.migrapp.migrations.{name}")
+    module.Migration = type("Migration", (migrations.Migration,), attrs)  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+    return module.Migration(name, "migrapp")
 
 
 def state_at_0002() -> Any:

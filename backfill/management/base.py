@@ -9,13 +9,12 @@ from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS, models
 from django.db.models import Q
 
-from backfill import events, schema
+from backfill import edge, events, schema
 from backfill import options as run_options
 from backfill.database import check_alias
-from backfill.exceptions import BadInput, Interrupted, TransformFailed, ValueRejected
+from backfill.exceptions import BadInput, Interrupted
 from backfill.filters import parse_filters
-from backfill.management.edge import EdgeCommand, check_text_options
-from backfill.progress import reporter_for, summary_line
+from backfill.management.command import EdgeCommand
 from backfill.result import Result
 from backfill.values import parse_set
 
@@ -140,7 +139,7 @@ class BackfillCommand(EdgeCommand):
                 "Run the command again.",
                 returncode=Interrupted.exit_code,
             )
-        check_text_options(options)
+        edge.check_text_options(options)
         check_alias(options["database"])
         model = schema.resolve_model(options["model"])
         if options.get("only") is not None and options.get("defer") is not None:
@@ -166,12 +165,6 @@ class BackfillCommand(EdgeCommand):
         except Interrupted as exc:
             self.render(exc.result, options, exit_code=exc.exit_code)
             raise CommandError(str(exc), returncode=exc.exit_code) from exc
-        except (TransformFailed, ValueRejected) as exc:
-            raise CommandError(
-                f"{exc}. Its chunk was rolled back; earlier chunks are committed. Fix the "
-                "transform and re-run the same command to resume.",
-                returncode=exc.exit_code,
-            ) from exc
         self.render(result, options)
 
     def common(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +185,7 @@ class BackfillCommand(EdgeCommand):
         if options["dry_run"]:
             return events.ignore
         stream: Any = self.stderr._out
-        return reporter_for(stream, options["progress"], int(options.get("verbosity", 1)))
+        return edge.reporter_for(stream, options["progress"], int(options.get("verbosity", 1)))
 
     # -- output ------------------------------------------------------------------------
 
@@ -203,49 +196,15 @@ class BackfillCommand(EdgeCommand):
         if int(options.get("verbosity", 1)) == 0:
             return
         if result.plan is not None:
-            self.render_plan(result)
+            for line, style in edge.plan_lines(result):
+                self.stdout.write(self.style.WARNING(line) if style == "warning" else line)
             return
         if result.status in ("completed", "already completed"):
             self.stdout.write(self.style.SUCCESS(result.message))
         else:
             self.stdout.write(result.message)
         if result.status not in ("already completed", "queued"):
-            self.stdout.write(summary_line(result))
-        if result.total_chunks != result.chunks:
-            self.stdout.write(
-                f"run total: scanned {result.total_rows_scanned:,} rows, changed "
-                f"{result.total_rows_changed:,}, {result.total_chunks:,} chunks"
-            )
-
-    def render_plan(self, result: Result) -> None:
-        plan = result.plan
-        assert plan is not None
-        out = self.stdout.write
-        out(f"Dry run of {result.name!r} on database {result.database!r}; nothing is written.")
-        out(f"  table            {plan.table}")
-        out(f"  primary keys     {plan.first_key!r} .. {plan.last_key!r}")
-        out(
-            f"  estimated rows   {plan.estimated_rows:,}"
-            if plan.estimated_rows is not None
-            else "  estimated rows   unknown"
-        )
-        out(f"  chunks           ~{plan.estimated_chunks:,} of {plan.batch_size:,} rows")
-        out("First chunk:")
-        for statement in plan.statements:
-            out(f"  {statement}")
-        if plan.explain:
-            out("EXPLAIN of the first chunk's read:")
-            for line in plan.explain:
-                out(f"  {line}")
-        for warning in plan.warnings:
-            out(self.style.WARNING(f"warning: {warning}"))
-        if not plan.preview:
-            out("Preview: no row of the first chunk would change.")
-        else:
-            out(f"Preview of the first chunk ({len(plan.preview)} changed rows shown):")
-            for row in plan.preview:
-                changes = ", ".join(
-                    f"{name}: {row['before'].get(name)!r} -> {value!r}"
-                    for name, value in row["after"].items()
-                )
-                out(f"  pk={row['pk']!r}  {changes}")
+            self.stdout.write(edge.summary_line(result))
+        total = edge.run_total(result)
+        if total:
+            self.stdout.write(total)

@@ -6,8 +6,8 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS
 
 from backfill import engines
-from backfill.management.edge import EdgeCommand
-from backfill.progress import reporter_for
+from backfill.edge import reporter_for
+from backfill.management.command import EdgeCommand
 
 
 class Command(EdgeCommand):

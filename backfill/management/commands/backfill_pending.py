@@ -7,9 +7,9 @@ from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS
 
 from backfill import deferred
+from backfill.edge import reporter_for, summary_line
 from backfill.exceptions import BackfillError, BadInput, Interrupted
-from backfill.management.edge import EdgeCommand
-from backfill.progress import reporter_for, summary_line
+from backfill.management.command import EdgeCommand
 from backfill.result import Result
 
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from backfill import control, status
 from backfill.exceptions import BackfillError, BadInput
-from backfill.management.edge import EdgeCommand
+from backfill.management.command import EdgeCommand
 from backfill.status import RunStatus
 
 COLUMNS = [

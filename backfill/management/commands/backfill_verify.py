@@ -11,7 +11,7 @@ from backfill.database import check_alias
 from backfill.deferred import find_recipe
 from backfill.exceptions import BackfillError, BadInput
 from backfill.filters import parse_filters
-from backfill.management.edge import EdgeCommand
+from backfill.management.command import EdgeCommand
 
 
 class Command(EdgeCommand):

@@ -1,4 +1,5 @@
-"""The edge every backfill command shares: errors become one line and an exit code.
+"""The base of every backfill command: errors become one line and an exit code (the words come
+from ``backfill.edge``).
 
 Whatever happens below a command (bad input, a failed chunk, a refused connection, a missing
 ledger table, a signal during start-up, a second Ctrl-C, an exception from application code)
@@ -14,57 +15,11 @@ from contextlib import nullcontext, suppress
 from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, connections
 
-from backfill import database
-from backfill.columns import text_problem
-from backfill.exceptions import BackfillError, BadInput, Interrupted, one_line
-from backfill.options import OptionInvalid
+from backfill import edge
+from backfill.exceptions import BadInput, Interrupted
 from backfill.signals import COMMANDS, EARLY, StopFlag, stop_on_signals
-
-STATUS_BY_CODE = {0: "completed", 1: "failed", 2: "bad input", 3: "stopped", 4: "busy"}
-LEDGER_TABLES = ("backfill_run", "backfill_chunk", "backfill_worker")
-
-
-def check_text_options(options: dict[str, Any]) -> None:
-    """Every text option is valid Unicode without NUL: argv bytes that are not UTF-8 arrive
-    as lone surrogates, which no database stores and no message prints.
-    """
-    for key, value in options.items():
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(item, str):
-                problem = text_problem(item)
-                if problem:
-                    option = "the model" if key == "model" else "--" + key.replace("_", "-")
-                    shown = item.encode("utf-8", "backslashreplace").decode("ascii", "replace")
-                    raise BadInput(
-                        f"{option} {shown!r} {problem}. Pass it as UTF-8 text without NUL bytes."
-                    )
-
-
-def database_failure(exc: DatabaseError, using: str) -> tuple[str, int]:
-    """A database error that escaped the engine, worded for an operator, with its exit code."""
-    text = one_line(exc)
-    where = database.describe(using) if using in connections.settings else repr(using)
-    if any(table in text for table in LEDGER_TABLES) and (
-        "does not exist" in text or "no such table" in text or "doesn't exist" in text
-    ):
-        return (
-            f"The backfill ledger tables are missing on database {where}: run "
-            f"`python manage.py migrate backfill --database {using}` first ({text}).",
-            BadInput.exit_code,
-        )
-    try:
-        reachable = connections[using].is_usable() if using in connections.settings else False
-    except Exception:
-        reachable = False
-    if not reachable:
-        return (
-            f"Cannot use database {where}: {text}. Check that the server is up and the "
-            "DATABASES setting; nothing was changed by this call.",
-            1,
-        )
-    return f"Database {where} failed: {type(exc).__name__}: {text}", 1
 
 
 class EdgeCommand(BaseCommand):
@@ -88,7 +43,11 @@ class EdgeCommand(BaseCommand):
         return parser
 
     def error_object(self, code: int, message: str) -> dict[str, Any]:
-        return {"status": STATUS_BY_CODE.get(code, "failed"), "exit_code": code, "message": message}
+        return {
+            "status": edge.STATUS_BY_CODE.get(code, "failed"),
+            "exit_code": code,
+            "message": message,
+        }
 
     def run_from_argv(self, argv: list[str]) -> None:
         # In the three backfill commands, from the first line of our code to the last,
@@ -133,18 +92,8 @@ class EdgeCommand(BaseCommand):
             raise CommandError(message, returncode=code) from exc
 
     def translate(self, exc: BaseException, options: dict[str, Any]) -> tuple[int, str]:
-        """An exception no handler took, as an exit code and one line."""
-        if isinstance(exc, OptionInvalid):
-            return exc.exit_code, exc.as_flags()
-        if isinstance(exc, BackfillError):
-            return exc.exit_code, str(exc)
-        if isinstance(exc, DatabaseError):
-            message, code = database_failure(exc, options.get("database") or DEFAULT_DB_ALIAS)
-            return code, message
-        return 1, (
-            f"{type(exc).__name__}: {one_line(exc)}. Nothing after the last committed chunk "
-            "was kept; run with --traceback for details."
-        )
+        """An exception no handler took, as an exit code and one line (in flags)."""
+        return edge.failure(exc, options.get("database") or DEFAULT_DB_ALIAS, command=True)
 
     def _json_error(self, options: dict[str, Any], code: int, message: str) -> None:
         if options.get("json") and not self._json_written:
