@@ -36,6 +36,36 @@ def _username(request: HttpRequest) -> str:
     return str(request.user.get_username())[:150]
 
 
+def control_buttons(run: Run) -> SafeString | str:
+    """The Pause and Cancel buttons a run offers now."""
+    # Buttons, not links: they submit the page's own form (and its CSRF token) to the
+    # pause or cancel view through ``formaction``, so a list row needs no nested form.
+    buttons = []
+    if run.status == Run.Status.RUNNING and not run.requested:
+        buttons.append(("pause", "Pause", ""))
+    if run.status not in (Run.Status.COMPLETED, Run.Status.CANCELLED) and (
+        run.requested != Run.Request.CANCEL
+    ):
+        question = f"Cancel run {run.name!r}? It will not resume without --restart."
+        buttons.append(("cancel", "Cancel", f"return confirm({json.dumps(question)})"))
+    if not buttons:
+        return "-"
+    return format_html_join(
+        " ",
+        '<button type="submit" class="button" name="_{}" formaction="{}" '
+        'formmethod="post" onclick="{}">{}</button>',
+        (
+            (
+                what,
+                reverse(f"admin:backfill_run_{what}", args=[run.pk]),
+                confirm,
+                label,
+            )
+            for what, label, confirm in buttons
+        ),
+    )
+
+
 class WorkerInline(admin.TabularInline):
     model = Worker
     extra = 0
@@ -269,32 +299,7 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="control")
     def controls(self, run: Run) -> SafeString | str:
-        # Buttons, not links: they submit the page's own form (and its CSRF token) to the
-        # pause or cancel view through ``formaction``, so a list row needs no nested form.
-        buttons = []
-        if run.status == Run.Status.RUNNING and not run.requested:
-            buttons.append(("pause", "Pause", ""))
-        if run.status not in (Run.Status.COMPLETED, Run.Status.CANCELLED) and (
-            run.requested != Run.Request.CANCEL
-        ):
-            question = f"Cancel run {run.name!r}? It will not resume without --restart."
-            buttons.append(("cancel", "Cancel", f"return confirm({json.dumps(question)})"))
-        if not buttons:
-            return "-"
-        return format_html_join(
-            " ",
-            '<button type="submit" class="button" name="_{}" formaction="{}" '
-            'formmethod="post" onclick="{}">{}</button>',
-            (
-                (
-                    what,
-                    reverse(f"admin:backfill_run_{what}", args=[run.pk]),
-                    confirm,
-                    label,
-                )
-                for what, label, confirm in buttons
-            ),
-        )
+        return control_buttons(run)
 
     # -- pause and cancel: two actions, two POST-only views ---------------------------------
 

@@ -19,11 +19,12 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from backfill import database
 from backfill.bisection import failing_row
+from backfill.chunk_book import Claim
 from backfill.chunks import Chunk, ChunkWork
 from backfill.claims import Claims
 from backfill.conf import Options
 from backfill.exceptions import BackfillError
-from backfill.ledger import Claim, Ledger
+from backfill.ledger import Ledger
 from backfill.models import Run
 from backfill.retry import reset_if_broken
 from backfill.strategies import Strategy
@@ -102,7 +103,7 @@ class ChunkTransaction:
             if claim.chunk is not None:
                 with collector_paused():
                     work = self.strategy.process(claim.chunk, lock=self.lock)
-                self.ledger.complete(run, claim.chunk, work, self.clock() - started)
+                self.ledger.chunks.complete(run, claim.chunk, work, self.clock() - started)
         return Worked(claim, work, self.clock() - started)
 
     def refused_row(self, chunk: Chunk) -> tuple[Any, DatabaseError] | None:

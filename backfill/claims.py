@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from backfill.chunk_book import Claim
 from backfill.chunks import Chunk
-from backfill.ledger import Claim, Ledger
+from backfill.ledger import Ledger
 from backfill.models import Run
 
 
@@ -19,7 +20,7 @@ class Solo:
     shared = False
 
     def claim(self, ledger: Ledger, run: Run, size: int) -> Claim:
-        return ledger.claim(run, size, plan_inline=True)
+        return ledger.chunks.claim(run, size, plan_inline=True)
 
     def plan_more(self, ledger: Ledger, run: Run, size: int) -> bool:
         """Nothing to plan outside the chunk's transaction: an empty claim is the end."""
@@ -36,15 +37,15 @@ class Shared:
     shared = True
 
     def claim(self, ledger: Ledger, run: Run, size: int) -> Claim:
-        return ledger.claim(run, size, plan_inline=False)
+        return ledger.chunks.claim(run, size, plan_inline=False)
 
     def plan_more(self, ledger: Ledger, run: Run, size: int) -> bool:
         """Append a pending chunk to claim next; False when the whole range is planned."""
-        return ledger.plan(run, size)
+        return ledger.chunks.plan(run, size)
 
     def shrink(self, ledger: Ledger, chunk: Chunk | None) -> None:
         if chunk is not None:
-            ledger.split(chunk)
+            ledger.chunks.split(chunk)
 
     def is_last(self, chunk: Chunk, end_key: Any) -> bool:
         # Other processes work the chunks around it: which one is last is not known here.

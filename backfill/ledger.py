@@ -14,10 +14,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from backfill.chunks import Chunk, ChunkWork, KeyPlanner
+from backfill.chunk_book import ChunkBook
+from backfill.chunks import KeyPlanner
 from backfill.control import is_live, this_process
 from backfill.database import table_rows
 from backfill.exceptions import BadInput, RunBusy
@@ -25,12 +26,6 @@ from backfill.identity import RunIdentity
 from backfill.models import Chunk as ChunkRow
 from backfill.models import Run, RunWait, Worker
 from backfill.result import Tally
-
-
-@dataclass(frozen=True)
-class Claim:
-    chunk: Chunk | None
-    requested: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,15 +47,9 @@ class Ledger:
         self.planner = planner
         self.lease = lease
         self.host, self.pid = this_process()
-        self.worker_name = f"{self.host}:{self.pid}"
-        self.no_pending = False
         self.waited = False
-
-    def _key(self, value: Any) -> str:
-        """An upper chunk bound as stored: never None, a chunk always ends at a key."""
-        text = self.planner.to_text(value)
-        assert text is not None
-        return text
+        # The run's chunks: claimed, planned, split and completed there.
+        self.chunks = ChunkBook(using, planner, worker=f"{self.host}:{self.pid}")
 
     # -- starting and leaving -------------------------------------------------------------
 
@@ -80,7 +69,6 @@ class Ledger:
         process holds the run, BadInput when the name belongs to a different backfill or to
         a cancelled run.
         """
-        name, strategy, model_label = identity.name, identity.strategy, identity.model_label
         spec = json.loads(json.dumps(identity.spec, default=str))
         with transaction.atomic(using=self.using):
             # Two processes creating the same run race on the unique name: get_or_create takes
@@ -89,10 +77,10 @@ class Ledger:
                 Run.objects.using(self.using)
                 .select_for_update()
                 .get_or_create(
-                    name=name,
+                    name=identity.name,
                     defaults={
-                        "strategy": strategy,
-                        "model_label": model_label,
+                        "strategy": identity.strategy,
+                        "model_label": identity.model_label,
                         "spec": spec,
                         "parallel": parallel,
                         "batch_size": batch_size,
@@ -100,57 +88,16 @@ class Ledger:
                 )
             )
             now = timezone.now()
-            workers = Worker.objects.using(self.using).filter(run=run)
-            recent = list(workers.filter(heartbeat_at__gte=now - timedelta(seconds=self.lease)))
-            gone = [w.pk for w in recent if not is_live(w, now, lease_seconds=self.lease)]
-            live = [
-                w for w in recent if w.pk not in gone and (w.host, w.pid) != (self.host, self.pid)
-            ]
-            if live and (restart or not parallel or not run.parallel):
-                holder = live[0]
-                raise RunBusy(
-                    f"Run {name!r} is already being worked by {holder.host} pid {holder.pid} "
-                    f"(last heartbeat {_ago(holder.heartbeat_at)}). Wait for it or stop it "
-                    f"(SIGTERM); a dead process's claim expires {self.lease:.0f} s after its last "
-                    "heartbeat. To work it in parallel, start every process with --workers."
-                )
+            gone = self._refuse_holders(run, now, joining=parallel and run.parallel and not restart)
             # A pending run (recorded by a deferred RunBackfill) starts now, as a new one.
             fresh = created or restart or run.status == Run.Status.PENDING
             if not fresh:
-                # Compared before anything else, completed runs included: a name never maps
-                # two different backfills to one run.
-                if run.spec != spec or run.model_label != model_label or run.strategy != strategy:
-                    raise BadInput(
-                        f"Run {name!r} was started as a different backfill ({run.strategy} "
-                        f"{run.model_label} {json.dumps(run.spec, sort_keys=True)}). Pass another "
-                        "--name, or --restart to replace it."
-                    )
+                self._check_resumable(run, identity, spec)
                 if run.status == Run.Status.COMPLETED:
                     return run, True
-                if run.status == Run.Status.CANCELLED:
-                    by = f" by {run.requested_by}" if run.requested_by else ""
-                    raise BadInput(
-                        f"Run {name!r} was cancelled{by}. Pass --restart to start it over from "
-                        "the beginning, or --name for a new run."
-                    )
             resumed = not fresh and (run.chunks_done > 0 or run.frontier is not None)
             if fresh:
-                ChunkRow.objects.using(self.using).filter(run=run).delete()
-                bounds = self.planner.key_range()
-                run.spec = spec
-                run.strategy = strategy
-                run.model_label = model_label
-                run.pk_end = self.planner.to_text(bounds.last) if bounds else None
-                run.frontier = None
-                run.planned_all = bounds is None
-                run.estimated_rows = table_rows(
-                    self.planner.connection, self.planner.model, exact=exact_count
-                )
-                run.rows_scanned = run.rows_changed = run.chunks_done = 0
-                run.work_seconds = 0.0
-                run.started_at = now
-                run.finished_at = None
-                run.last_error = ""
+                self._reset(run, identity, spec, now, exact_count=exact_count)
             run.status = Run.Status.RUNNING
             run.requested = Run.Request.NONE
             run.requested_by = ""
@@ -158,13 +105,73 @@ class Ledger:
             run.batch_size = batch_size
             run.heartbeat_at = now
             run.save(using=self.using)
+            workers = Worker.objects.using(self.using).filter(run=run)
             workers.filter(
                 Q(heartbeat_at__lt=now - timedelta(seconds=self.lease)) | Q(pk__in=gone)
             ).delete()
-            Worker.objects.using(self.using).update_or_create(
+            workers.update_or_create(
                 run=run, host=self.host, pid=self.pid, defaults={"heartbeat_at": now}
             )
             return run, resumed
+
+    def _refuse_holders(self, run: Run, now: Any, *, joining: bool) -> list[int]:
+        """Raise RunBusy when another live process holds the run and this one may not join it;
+        return the worker rows of holders that are dead now (to drop)."""
+        workers = Worker.objects.using(self.using).filter(run=run)
+        recent = list(workers.filter(heartbeat_at__gte=now - timedelta(seconds=self.lease)))
+        gone = [w.pk for w in recent if not is_live(w, now, lease_seconds=self.lease)]
+        live = [w for w in recent if w.pk not in gone and (w.host, w.pid) != (self.host, self.pid)]
+        if live and not joining:
+            holder = live[0]
+            raise RunBusy(
+                f"Run {run.name!r} is already being worked by {holder.host} pid {holder.pid} "
+                f"(last heartbeat {_ago(holder.heartbeat_at)}). Wait for it or stop it "
+                f"(SIGTERM); a dead process's claim expires {self.lease:.0f} s after its last "
+                "heartbeat. To work it in parallel, start every process with --workers."
+            )
+        return gone
+
+    @staticmethod
+    def _check_resumable(run: Run, identity: RunIdentity, spec: dict[str, Any]) -> None:
+        """A run resumes only as the same backfill, and never once cancelled. Compared before
+        anything else, completed runs included: a name never maps two backfills to one run."""
+        if (run.spec, run.model_label, run.strategy) != (
+            spec,
+            identity.model_label,
+            identity.strategy,
+        ):
+            raise BadInput(
+                f"Run {run.name!r} was started as a different backfill ({run.strategy} "
+                f"{run.model_label} {json.dumps(run.spec, sort_keys=True)}). Pass another "
+                "--name, or --restart to replace it."
+            )
+        if run.status == Run.Status.CANCELLED:
+            by = f" by {run.requested_by}" if run.requested_by else ""
+            raise BadInput(
+                f"Run {run.name!r} was cancelled{by}. Pass --restart to start it over from "
+                "the beginning, or --name for a new run."
+            )
+
+    def _reset(
+        self, run: Run, identity: RunIdentity, spec: dict[str, Any], now: Any, *, exact_count: bool
+    ) -> None:
+        """Start the run from the beginning: no chunks, the table's key range as of now."""
+        ChunkRow.objects.using(self.using).filter(run=run).delete()
+        bounds = self.planner.key_range()
+        run.spec = spec
+        run.strategy = identity.strategy
+        run.model_label = identity.model_label
+        run.pk_end = self.planner.to_text(bounds.last) if bounds else None
+        run.frontier = None
+        run.planned_all = bounds is None
+        run.estimated_rows = table_rows(
+            self.planner.connection, self.planner.model, exact=exact_count
+        )
+        run.rows_scanned = run.rows_changed = run.chunks_done = 0
+        run.work_seconds = 0.0
+        run.started_at = now
+        run.finished_at = None
+        run.last_error = ""
 
     def leave(self, run: Run) -> None:
         Worker.objects.using(self.using).filter(run=run, host=self.host, pid=self.pid).delete()
@@ -193,135 +200,6 @@ class Ledger:
             heartbeat_at=now
         )
         Run.objects.using(self.using).filter(pk=run.pk).update(heartbeat_at=now)
-
-    # -- chunks -----------------------------------------------------------------------------
-
-    def claim(self, run: Run, size: int, *, plan_inline: bool) -> Claim:
-        """In the chunk's transaction: lock the next chunk to work, planning it if allowed.
-
-        With one worker the run row is locked and the next chunk planned in the same
-        transaction that writes it; parallel workers plan in their own short transactions
-        (``plan``) and claim pending chunks with SKIP LOCKED.
-        """
-        runs = Run.objects.using(self.using).filter(pk=run.pk)
-        if plan_inline:
-            state = runs.select_for_update().values("requested", "frontier", "planned_all").get()
-        else:
-            state = runs.values("requested", "frontier", "planned_all").get()
-        if state["requested"]:
-            return Claim(None, state["requested"])
-        pending = None
-        if not (plan_inline and self.no_pending):
-            pending = (
-                ChunkRow.objects.using(self.using)
-                .select_for_update(skip_locked=True)
-                .filter(run=run, status=ChunkRow.Status.PENDING)
-                .order_by("id")
-                .values("id", "lo", "hi", "rows_scanned")
-                .first()
-            )
-            # Alone on the run, this process plans and completes chunks in one transaction:
-            # once no pending chunk (left by parallel workers) remains, none can appear.
-            self.no_pending = plan_inline and pending is None
-        if pending is not None:
-            return Claim(
-                Chunk(
-                    self.planner.from_text(pending["lo"]),
-                    self.planner.from_text(pending["hi"]),
-                    pending["id"],
-                    pending["rows_scanned"],
-                )
-            )
-        if not plan_inline or state["planned_all"]:
-            return Claim(None)
-        planned = self.planner.next_chunk(
-            self.planner.from_text(state["frontier"]), self.planner.from_text(run.pk_end), size
-        )
-        if planned is None:
-            runs.update(planned_all=True)
-            return Claim(None)
-        return Claim(planned)
-
-    def plan(self, run: Run, size: int) -> bool:
-        """Parallel mode: append one pending chunk in its own transaction. False when none left."""
-        with transaction.atomic(using=self.using):
-            runs = Run.objects.using(self.using).filter(pk=run.pk)
-            state = runs.select_for_update().values("frontier", "planned_all").get()
-            if state["planned_all"]:
-                return False
-            planned = self.planner.next_chunk(
-                self.planner.from_text(state["frontier"]), self.planner.from_text(run.pk_end), size
-            )
-            if planned is None:
-                runs.update(planned_all=True)
-                return False
-            ChunkRow.objects.using(self.using).create(
-                run=run,
-                lo=self.planner.to_text(planned.lo),
-                hi=self._key(planned.hi),
-                rows_scanned=planned.keys,
-            )
-            runs.update(frontier=self.planner.to_text(planned.hi))
-            return True
-
-    def split(self, chunk: Chunk) -> None:
-        """Parallel mode, after a timeout: cut a pending chunk in two so the retry is smaller."""
-        if chunk.id is None:
-            return
-        with transaction.atomic(using=self.using):
-            row = (
-                ChunkRow.objects.using(self.using)
-                .select_for_update(skip_locked=True)
-                .filter(pk=chunk.id, status=ChunkRow.Status.PENDING)
-                .first()
-            )
-            if row is None:
-                return
-            mid = self.planner.midpoint(chunk)
-            if mid is None:
-                return
-            half = row.rows_scanned // 2
-            ChunkRow.objects.using(self.using).create(
-                run_id=row.run_id,
-                lo=self.planner.to_text(mid),
-                hi=row.hi,
-                rows_scanned=row.rows_scanned - half,
-            )
-            row.hi = self._key(mid)
-            row.rows_scanned = half
-            row.save(using=self.using, update_fields=["hi", "rows_scanned"])
-
-    def complete(self, run: Run, chunk: Chunk, work: ChunkWork, seconds: float) -> None:
-        """In the chunk's transaction: record it done and advance the run's counters."""
-        now = timezone.now()
-        chunks = ChunkRow.objects.using(self.using)
-        counters: dict[str, Any] = {
-            "rows_scanned": F("rows_scanned") + chunk.keys,
-            "rows_changed": F("rows_changed") + work.rows_changed,
-            "chunks_done": F("chunks_done") + 1,
-            "work_seconds": F("work_seconds") + seconds,
-            "heartbeat_at": now,
-        }
-        if chunk.id is None:
-            chunks.create(
-                run=run,
-                lo=self.planner.to_text(chunk.lo),
-                hi=self._key(chunk.hi),
-                status=ChunkRow.Status.DONE,
-                rows_scanned=chunk.keys,
-                rows_changed=work.rows_changed,
-                worker=self.worker_name,
-                finished_at=now,
-            )
-            counters["frontier"] = self.planner.to_text(chunk.hi)
-        else:
-            chunks.filter(pk=chunk.id).update(
-                status=ChunkRow.Status.DONE,
-                rows_changed=work.rows_changed,
-                worker=self.worker_name,
-                finished_at=now,
-            )
-        Run.objects.using(self.using).filter(pk=run.pk).update(**counters)
 
     # -- ending -----------------------------------------------------------------------------
 

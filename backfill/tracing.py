@@ -35,23 +35,26 @@ class SpanReporter:
         self.tracer = tracer
         self.run: Any = None
 
+    def _start(self, event: events.Started) -> None:
+        from opentelemetry import trace
+
+        self.trace = trace
+        self.tracer = self.tracer or trace.get_tracer("backfill")
+        self.run = self.tracer.start_span(
+            "backfill.run",
+            attributes={
+                "backfill.run": event.name,
+                "backfill.model": event.model,
+                "backfill.strategy": event.strategy,
+                "backfill.database": event.database,
+                "backfill.resumed": event.resumed,
+                "backfill.rows_done": event.rows_done,
+            },
+        )
+
     def __call__(self, event: events.Event) -> None:
         if isinstance(event, events.Started):
-            from opentelemetry import trace
-
-            self.trace = trace
-            self.tracer = self.tracer or trace.get_tracer("backfill")
-            self.run = self.tracer.start_span(
-                "backfill.run",
-                attributes={
-                    "backfill.run": event.name,
-                    "backfill.model": event.model,
-                    "backfill.strategy": event.strategy,
-                    "backfill.database": event.database,
-                    "backfill.resumed": event.resumed,
-                    "backfill.rows_done": event.rows_done,
-                },
-            )
+            self._start(event)
             return
         if self.run is None:
             return

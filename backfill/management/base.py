@@ -57,6 +57,28 @@ class BackfillCommand(EdgeCommand):
             "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
         )
         run_options.add_arguments(parser)
+        self.add_engine_arguments(parser)
+        parser.add_argument(
+            "--progress",
+            choices=["auto", "bar", "log", "json", "none"],
+            default="auto",
+            help="auto: a bar on a terminal, log lines otherwise; json: one JSON object per "
+            "event and line (on stderr).",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="Serve Prometheus metrics on this port (needs prometheus_client).",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="Print the final summary as one JSON object on stdout.",
+        )
+
+    def add_engine_arguments(self, parser: ArgumentParser) -> None:
+        """How a run is handed to a task engine (see backfill.engines)."""
         parser.add_argument(
             "--engine",
             metavar="NAME",
@@ -78,24 +100,6 @@ class BackfillCommand(EdgeCommand):
             "--wait",
             action="store_true",
             help="With --engine: follow the run until it ends; exit as a local run would.",
-        )
-        parser.add_argument(
-            "--progress",
-            choices=["auto", "bar", "log", "json", "none"],
-            default="auto",
-            help="auto: a bar on a terminal, log lines otherwise; json: one JSON object per "
-            "event and line (on stderr).",
-        )
-        parser.add_argument(
-            "--metrics-port",
-            type=int,
-            metavar="PORT",
-            help="Serve Prometheus metrics on this port (needs prometheus_client).",
-        )
-        parser.add_argument(
-            "--json",
-            action="store_true",
-            help="Print the final summary as one JSON object on stdout.",
         )
 
     def add_strategy_arguments(self, parser: ArgumentParser) -> None:
