@@ -6,6 +6,7 @@ when the error is transient, and fails the run (naming the row when it can) when
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -138,13 +139,12 @@ class ChunkLoop:
             # Code of the application's (a save() signal, a custom field) that raised
             # something other than a database error: the chunk rolled back; fail the run
             # with one line instead of leaving it running behind a traceback.
-            message = (
+            self._fail(
+                exc,
                 f"{chunk_name(self.transaction.chunk)} failed: {type(exc).__name__}: "
                 f"{one_line(exc)}. Its chunk was rolled back; earlier chunks are committed. "
-                "Re-run the same command to resume."
+                "Re-run the same command to resume.",
             )
-            s.endings.fail(message, self.done, self.started)
-            raise ChunkFailed(message) from exc
 
     def _retry_or_fail(self, exc: DatabaseError, chunk: Chunk | None) -> None:
         """A chunk failed with a database error: retry it smaller after a backoff when the error
@@ -157,13 +157,12 @@ class ChunkLoop:
             self._fail_on_row(chunk, exc)
         if reason is None or self.attempt > retries:
             why = reason or "not a transient error"
-            message = (
+            self._fail(
+                exc,
                 f"{chunk_name(chunk)} failed ({why}) after {self.attempt} "
                 f"attempt(s): {type(exc).__name__}: {one_line(exc)}. Earlier chunks are "
-                "committed; re-run the same command to resume."
+                "committed; re-run the same command to resume.",
             )
-            s.endings.fail(message, self.done, self.started)
-            raise ChunkFailed(message) from exc
         reset_if_broken(s.connection)
         if reason in database.SHRINK_REASONS:
             self.pacer.shrink()
@@ -182,6 +181,11 @@ class ChunkLoop:
         )
         s.retried.quietly(s.ledger.wait, s.run, f"retrying after {reason} (attempt {self.attempt})")
         self.gates.pause(delay)
+
+    def _fail(self, cause: BaseException, message: str) -> NoReturn:
+        """Record the run failed with ``message`` and raise ChunkFailed from ``cause``."""
+        self.s.endings.fail(message, self.done, self.started)
+        raise ChunkFailed(message) from cause
 
     def _fail_on_row(self, chunk: Chunk, error: DatabaseError) -> None:
         """Raise RowFailed naming the row the database refused, when it can be found."""

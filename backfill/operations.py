@@ -30,11 +30,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Unpack
 
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
-from django.db.migrations.operations.base import Operation, OperationCategory
 from django.db.migrations.state import ProjectState
 from django.db.models import Q
 
 from backfill import recipes
+from backfill.data_operation import DataOperation
 from backfill.migration_run import MigrationRun, callable_name
 from backfill.options import MIGRATION_KEYWORDS, MigrationOptions, check_keywords, name_keywords
 from backfill.require import RequireBackfill
@@ -50,7 +50,7 @@ Transform = str | Callable[..., Any]
 Lookups = Mapping[str, Any] | Q
 
 
-class RunBackfill(Operation):
+class RunBackfill(DataOperation):
     """Backfill one model's rows inside ``migrate``, chunk by chunk, resumably.
 
     ``model_name`` is a model of the migration's app (``"BlogPost"``) or ``"app_label.Model"``.
@@ -76,8 +76,6 @@ class RunBackfill(Operation):
     run is busy), chained to the backfill exception.
     """
 
-    category = OperationCategory.PYTHON
-    reduces_to_sql = False
     # Migration.apply wraps an operation in atomic() unless this is False; a backfill commits
     # its own chunks.
     atomic = False
@@ -171,9 +169,6 @@ class RunBackfill(Operation):
     def reversible(self) -> bool:  # type: ignore[override]
         return self.reverse_set is not None or self.reverse_transform is not None
 
-    def state_forwards(self, app_label: str, state: ProjectState) -> None:
-        """Data only: the project state does not change."""
-
     def describe(self) -> str:
         if self.set is not None:
             what = "set " + ", ".join(self.set)
@@ -203,23 +198,15 @@ class RunBackfill(Operation):
     def migration_name_fragment(self) -> str:
         return f"backfill_{self.model_name.rsplit('.', 1)[-1].lower()}"
 
-    def database_forwards(
-        self,
-        app_label: str,
-        schema_editor: BaseDatabaseSchemaEditor,
-        from_state: ProjectState,
-        to_state: ProjectState,
+    def forwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, state: ProjectState
     ) -> None:
-        MigrationRun(self, app_label, schema_editor, from_state).run(
+        MigrationRun(self, app_label, schema_editor, state).run(
             self.strategy, self.set, self.transform, reverse=False
         )
 
-    def database_backwards(
-        self,
-        app_label: str,
-        schema_editor: BaseDatabaseSchemaEditor,
-        from_state: ProjectState,
-        to_state: ProjectState,
+    def backwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, state: ProjectState
     ) -> None:
         if not self.reversible:
             raise NotImplementedError(
@@ -228,7 +215,7 @@ class RunBackfill(Operation):
             )
         # Setting values needs no Python per row: reverse_set always runs as SQL UPDATEs.
         strategy = "update" if self.reverse_set is not None else self.strategy
-        MigrationRun(self, app_label, schema_editor, from_state).run(
+        MigrationRun(self, app_label, schema_editor, state).run(
             strategy, self.reverse_set, self.reverse_transform, reverse=True
         )
 

@@ -26,9 +26,9 @@ from typing import Any
 from django.core.management.base import CommandError
 from django.db import router
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
-from django.db.migrations.operations.base import Operation, OperationCategory
 from django.db.migrations.state import ProjectState
 
+from backfill.data_operation import DataOperation
 from backfill.exceptions import BackfillIncomplete, BadInput
 from backfill.models import Run
 
@@ -76,15 +76,13 @@ def check(name: str, using: str) -> str:
     return f"run {name!r} is completed and verification finds no row left"
 
 
-class RequireBackfill(Operation):
+class RequireBackfill(DataOperation):
     """Refuse to go on until run ``name`` is completed and verified; a no-op when reversed.
 
     Applying it raises ``CommandError`` (``returncode`` 1 while the run is incomplete or rows
     still need it, 2 for an unknown run or one without a recipe).
     """
 
-    category = OperationCategory.PYTHON
-    reduces_to_sql = False
     reversible = True
 
     def __init__(
@@ -104,9 +102,6 @@ class RequireBackfill(Operation):
             kwargs["elidable"] = True
         return (self.__class__.__qualname__, [self.name], kwargs)
 
-    def state_forwards(self, app_label: str, state: ProjectState) -> None:
-        """A check only: the project state does not change."""
-
     def describe(self) -> str:
         return f"Require backfill run {self.name!r} to be completed and verified"
 
@@ -114,12 +109,8 @@ class RequireBackfill(Operation):
     def migration_name_fragment(self) -> str:
         return "require_backfill"
 
-    def database_forwards(
-        self,
-        app_label: str,
-        schema_editor: BaseDatabaseSchemaEditor,
-        from_state: ProjectState,
-        to_state: ProjectState,
+    def forwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, state: ProjectState
     ) -> None:
         alias = schema_editor.connection.alias
         if not router.allow_migrate(alias, app_label, **self.hints):
@@ -129,11 +120,7 @@ class RequireBackfill(Operation):
         except (BackfillIncomplete, BadInput) as exc:
             raise CommandError(f"RequireBackfill: {exc}", returncode=exc.exit_code) from exc
 
-    def database_backwards(
-        self,
-        app_label: str,
-        schema_editor: BaseDatabaseSchemaEditor,
-        from_state: ProjectState,
-        to_state: ProjectState,
+    def backwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, state: ProjectState
     ) -> None:
         """Nothing to undo: the requirement only guarded the way forward."""

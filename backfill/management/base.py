@@ -6,7 +6,7 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import CommandError
-from django.db import DEFAULT_DB_ALIAS, models
+from django.db import models
 from django.db.models import Q
 
 from backfill import edge, events, schema
@@ -14,7 +14,12 @@ from backfill import options as run_options
 from backfill.database import check_alias
 from backfill.exceptions import BadInput, Interrupted
 from backfill.filters import parse_filters
-from backfill.management.command import EdgeCommand
+from backfill.management.command import (
+    EdgeCommand,
+    add_database_argument,
+    add_json_argument,
+    add_progress_argument,
+)
 from backfill.result import Result
 from backfill.values import parse_set
 
@@ -53,17 +58,14 @@ class BackfillCommand(EdgeCommand):
             metavar="LOOKUP=V",
             help="Skip rows matching this Django lookup (repeatable).",
         )
-        parser.add_argument(
-            "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
-        )
+        add_database_argument(parser)
         run_options.add_arguments(parser)
         self.add_engine_arguments(parser)
-        parser.add_argument(
-            "--progress",
-            choices=["auto", "bar", "log", "json", "none"],
-            default="auto",
-            help="auto: a bar on a terminal, log lines otherwise; json: one JSON object per "
+        add_progress_argument(
+            parser,
+            "auto: a bar on a terminal, log lines otherwise; json: one JSON object per "
             "event and line (on stderr).",
+            json_lines=True,
         )
         parser.add_argument(
             "--metrics-port",
@@ -71,11 +73,7 @@ class BackfillCommand(EdgeCommand):
             metavar="PORT",
             help="Serve Prometheus metrics on this port (needs prometheus_client).",
         )
-        parser.add_argument(
-            "--json",
-            action="store_true",
-            help="Print the final summary as one JSON object on stdout.",
-        )
+        add_json_argument(parser, "Print the final summary as one JSON object on stdout.")
 
     def add_engine_arguments(self, parser: ArgumentParser) -> None:
         """How a run is handed to a task engine (see backfill.engines)."""

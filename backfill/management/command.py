@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from argparse import ArgumentParser
 from contextlib import nullcontext, suppress
 from typing import Any, NoReturn
 
@@ -20,6 +21,28 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from backfill import edge
 from backfill.exceptions import BadInput, Interrupted
 from backfill.signals import COMMANDS, EARLY, StopFlag, stop_on_signals
+
+
+def add_database_argument(parser: ArgumentParser) -> None:
+    parser.add_argument(
+        "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
+    )
+
+
+def add_json_argument(
+    parser: ArgumentParser, help: str = "Print the outcome as one JSON object on stdout."
+) -> None:
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def add_progress_argument(
+    parser: ArgumentParser,
+    help: str = "auto: a bar on a terminal, log lines otherwise.",
+    *,
+    json_lines: bool = False,
+) -> None:
+    modes = ["auto", "bar", "log", "json", "none"] if json_lines else ["auto", "bar", "log", "none"]
+    parser.add_argument("--progress", choices=modes, default="auto", help=help)
 
 
 class EdgeCommand(BaseCommand):

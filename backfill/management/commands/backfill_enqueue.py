@@ -3,11 +3,13 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS
-
 from backfill import engines
 from backfill.edge import reporter_for
-from backfill.management.command import EdgeCommand
+from backfill.management.command import (
+    EdgeCommand,
+    add_database_argument,
+    add_progress_argument,
+)
 
 
 class Command(EdgeCommand):
@@ -18,19 +20,14 @@ class Command(EdgeCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("name", metavar="NAME", help="The run, as backfill_runs lists it.")
-        parser.add_argument(
-            "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
-        )
+        add_database_argument(parser)
         parser.add_argument(
             "--wait",
             action="store_true",
             help="Follow the run until it ends; exit as a local run would.",
         )
-        parser.add_argument(
-            "--progress",
-            choices=["auto", "bar", "log", "none"],
-            default="auto",
-            help="With --wait: auto is a bar on a terminal, log lines otherwise.",
+        add_progress_argument(
+            parser, "With --wait: auto is a bar on a terminal, log lines otherwise."
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

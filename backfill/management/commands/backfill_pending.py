@@ -4,12 +4,16 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import CommandError
-from django.db import DEFAULT_DB_ALIAS
 
 from backfill import deferred
 from backfill.edge import reporter_for, summary_line
 from backfill.exceptions import BackfillError, BadInput, Interrupted
-from backfill.management.command import EdgeCommand
+from backfill.management.command import (
+    EdgeCommand,
+    add_database_argument,
+    add_json_argument,
+    add_progress_argument,
+)
 from backfill.result import Result
 
 
@@ -32,24 +36,15 @@ class Command(EdgeCommand):
             action="store_true",
             help="Start each NAME over from the beginning (also a cancelled or completed run).",
         )
-        parser.add_argument(
-            "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
-        )
+        add_database_argument(parser)
         parser.add_argument(
             "--max-runtime",
             type=float,
             metavar="SECONDS",
             help="Stop cleanly (checkpointed, exit 3) after this long, over all runs.",
         )
-        parser.add_argument(
-            "--progress",
-            choices=["auto", "bar", "log", "none"],
-            default="auto",
-            help="auto: a bar on a terminal, log lines otherwise.",
-        )
-        parser.add_argument(
-            "--json", action="store_true", help="Print the outcome as one JSON object on stdout."
-        )
+        add_progress_argument(parser)
+        add_json_argument(parser)
         parser.add_argument(
             "--engine",
             metavar="NAME",

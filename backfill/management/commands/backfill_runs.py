@@ -6,12 +6,15 @@ from datetime import datetime
 from typing import Any
 
 from django.core.management.base import CommandError
-from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from backfill import control, status
 from backfill.exceptions import BackfillError, BadInput
-from backfill.management.command import EdgeCommand
+from backfill.management.command import (
+    EdgeCommand,
+    add_database_argument,
+    add_json_argument,
+)
 from backfill.status import RunStatus
 
 COLUMNS = [
@@ -49,14 +52,8 @@ class Command(EdgeCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("name", nargs="?", help="Show this run in detail.")
-        parser.add_argument(
-            "--json",
-            action="store_true",
-            help="Print JSON: a list of runs, or one run's object with NAME.",
-        )
-        parser.add_argument(
-            "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
-        )
+        add_json_argument(parser, "Print JSON: a list of runs, or one run's object with NAME.")
+        add_database_argument(parser)
         control_group = parser.add_mutually_exclusive_group()
         control_group.add_argument(
             "--pause",

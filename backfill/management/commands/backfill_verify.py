@@ -4,14 +4,17 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import CommandError
-from django.db import DEFAULT_DB_ALIAS
 
 from backfill import recipes, verify
 from backfill.database import check_alias
 from backfill.deferred import find_recipe
 from backfill.exceptions import BackfillError, BadInput
 from backfill.filters import parse_filters
-from backfill.management.command import EdgeCommand
+from backfill.management.command import (
+    EdgeCommand,
+    add_database_argument,
+    add_json_argument,
+)
 
 
 class Command(EdgeCommand):
@@ -37,12 +40,8 @@ class Command(EdgeCommand):
             metavar="N",
             help=f"Keys per counted range (default {verify.BATCH_SIZE:,}).",
         )
-        parser.add_argument(
-            "--database", default=DEFAULT_DB_ALIAS, help='Database alias (default "default").'
-        )
-        parser.add_argument(
-            "--json", action="store_true", help="Print the outcome as one JSON object on stdout."
-        )
+        add_database_argument(parser)
+        add_json_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         name, using = options["name"], options["database"]
