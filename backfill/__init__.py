@@ -18,7 +18,7 @@ from backfill.exceptions import (
 )
 from backfill.registry import register
 from backfill.result import Result
-from backfill.signals import catch_early
+from backfill.stopping import catch_early
 
 # Before the rest of Django loads: a signal during start-up stops the command cleanly.
 catch_early()

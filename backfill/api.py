@@ -20,7 +20,7 @@ from backfill.exceptions import BadInput
 from backfill.options import API_KEYWORDS, RunOptions, check_keywords, run_options
 from backfill.pacing import SYSTEM_CLOCK, Clock
 from backfill.result import Result
-from backfill.signals import StopFlag
+from backfill.stopping import StopFlag
 
 
 def _check_queryset(queryset: Any) -> QuerySet[Any]:

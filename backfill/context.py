@@ -20,7 +20,7 @@ from backfill.ledger import Ledger
 from backfill.models import Run
 from backfill.result import Result
 from backfill.retry import Retrier
-from backfill.signals import StopFlag
+from backfill.stopping import StopFlag
 from backfill.strategies import Strategy
 
 

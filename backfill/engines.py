@@ -41,7 +41,7 @@ from backfill.deferred import pending_runs, recipe_of
 from backfill.exceptions import BadInput, ChunkFailed, Interrupted, RunBusy
 from backfill.models import Chunk, Run, RunRecipe, Worker
 from backfill.result import Result
-from backfill.signals import StopFlag
+from backfill.stopping import StopFlag
 from backfill.validation import NAME_LENGTH, check_options, free_connections
 
 logger = logging.getLogger("backfill")

@@ -15,7 +15,7 @@ from backfill.ledger import Ledger
 from backfill.models import Run
 from backfill.pacing import Pacer
 from backfill.retry import Retrier
-from backfill.signals import StopFlag
+from backfill.stopping import StopFlag
 
 logger = logging.getLogger("backfill")
 

@@ -28,7 +28,7 @@ from backfill.loop import ChunkLoop
 from backfill.models import Run
 from backfill.result import Result, Tally
 from backfill.retry import Retrier
-from backfill.signals import StopFlag, stop_on_signals
+from backfill.stopping import StopFlag, stop_on_signals
 from backfill.strategies import Strategy
 from backfill.validation import check_filter, check_name, check_options, check_workers
 

@@ -34,7 +34,7 @@ from backfill.models import Run
 from backfill.result import Result, Tally
 from backfill.retry import reset_if_broken
 from backfill.runner import Runner
-from backfill.signals import StopFlag
+from backfill.stopping import StopFlag
 from backfill.strategies import Strategy
 
 logger = logging.getLogger("backfill")

@@ -16,7 +16,7 @@ from backfill.conf import get_setting
 from backfill.control import process_exists
 from backfill.exceptions import Interrupted
 from backfill.models import Run, Worker
-from backfill.signals import StopFlag
+from backfill.stopping import StopFlag
 from tests.conftest import RunManage, SpawnManage
 from tests.run_support import (
     FAST,

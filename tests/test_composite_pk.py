@@ -23,7 +23,7 @@ from backfill.chunks import Chunk as PlannedChunk
 from backfill.chunks import KeyPlanner
 from backfill.exceptions import Interrupted
 from backfill.models import Chunk, Run
-from backfill.signals import StopFlag
+from backfill.stopping import StopFlag
 from tests.run_support import call
 from tests.support import postgres_only
 from tests.testapp.models import TenantItem

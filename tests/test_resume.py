@@ -11,7 +11,7 @@ from backfill import events
 from backfill.exceptions import Interrupted
 from backfill.identity import default_name
 from backfill.models import Chunk, Run
-from backfill.signals import StopFlag
+from backfill.stopping import StopFlag
 from backfill.strategies import IterateStrategy
 from backfill.transforms import resolve
 from tests.run_support import (

@@ -30,7 +30,7 @@ from backfill.exceptions import ChunkFailed, Interrupted, TransformFailed
 from backfill.models import Run
 from backfill.progress import JsonReporter
 from backfill.result import Result
-from backfill.signals import StopFlag
+from backfill.stopping import StopFlag
 from example_site.blog.models import BlogPost
 from tests.conftest import MANAGE_PY, SpawnManage, manage_env
 from tests.run_support import FAST, SLOW, make_counters, wait_for

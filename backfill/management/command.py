@@ -20,7 +20,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from backfill import edge
 from backfill.exceptions import BadInput, Interrupted
-from backfill.signals import COMMANDS, EARLY, StopFlag, stop_on_signals
+from backfill.stopping import COMMANDS, EARLY, StopFlag, stop_on_signals
 
 
 def add_database_argument(parser: ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""Clean stops: SIGINT and SIGTERM ask the run to stop after the chunk in flight."""
+"""Clean stops (OS signals, not Django's: those are in backfill.lifecycle): SIGINT and SIGTERM ask
+the run to stop after the chunk in flight."""
 
 from __future__ import annotations
 
