@@ -73,6 +73,7 @@ def make_run(name: str, status: str, **fields: Any) -> Run:
         **fields,
     )
     if status == Run.Status.RUNNING:
+        assert run.heartbeat_at is not None
         Worker.objects.create(run=run, host="app-1", pid=4242, heartbeat_at=run.heartbeat_at)
     return run
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.db import transaction
@@ -88,7 +88,8 @@ class TestResult:
         assert kinds == ["Started", "ChunkDone", "ChunkDone", "ChunkDone", "Finished"]
         started, *done, finished = [e for e in seen if not isinstance(e, events.Notice)]
         assert isinstance(started, events.Started) and started.model == "blog.BlogPost"
-        assert [(d.rows_scanned, d.total_scanned) for d in done] == [(2, 2), (2, 4), (1, 5)]  # type: ignore[attr-defined]
+        chunks = cast(list[events.ChunkDone], done)
+        assert [(d.rows_scanned, d.total_scanned) for d in chunks] == [(2, 2), (2, 4), (1, 5)]
         assert isinstance(finished, events.Finished) and finished.result == result
 
     def test_command_and_api_are_the_same_run(self) -> None:

@@ -187,7 +187,7 @@ def test_upper_bound_is_fixed_when_the_run_starts() -> None:
 def test_each_chunk_commits_in_its_own_transaction() -> None:
     """While chunk 3 runs, a second connection already sees chunks 1 and 2 and not chunk 3."""
     pks = seed_posts(9)
-    seen: dict[int, list[str]] = {}
+    seen: dict[int, str] = {}
     other = connections.create_connection("default")
 
     def transform(row: dict[str, Any]) -> dict[str, Any]:

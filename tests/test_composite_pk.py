@@ -251,8 +251,9 @@ def test_planner_walks_keys_as_row_values() -> None:
 
     assert chunk == PlannedChunk((1, 18), (2, 4), keys=10)
     assert '("tenant_id", "id") > (' in queries.captured_queries[0]["sql"]
-    assert planner.key_range() is not None
-    assert (planner.key_range().first, planner.key_range().last) == ((1, 5), (3, 1000))
+    bounds = planner.key_range()
+    assert bounds is not None
+    assert (bounds.first, bounds.last) == ((1, 5), (3, 1000))
     assert planner.midpoint(chunk) == (1, 23)
     assert planner.to_text((2, 4)) == "[2, 4]"
     assert planner.from_text("[2, 4]") == (2, 4)

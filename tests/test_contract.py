@@ -45,7 +45,7 @@ def applied(app: str, name: str) -> bool:
 def null_ok(table: str, column: str) -> bool:
     with connection.cursor() as cursor:
         description = connection.introspection.get_table_description(cursor, table)
-    return next(c.null_ok for c in description if c.name == column)
+    return bool(next(c.null_ok for c in description if c.name == column))
 
 
 def analyze(table: str) -> None:

@@ -98,7 +98,9 @@ def quiet() -> bool:
             "SELECT COUNT(*) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-        return cursor.fetchone()[0] == 0  # type: ignore[index]
+        row = cursor.fetchone()
+        assert row is not None
+        return bool(row[0] == 0)
 
 
 def check_after_kill(process: subprocess.Popen[str], trial: int) -> int:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 from django.core.management import load_command_class
 
@@ -26,12 +28,12 @@ def test_every_run_option_of_the_table_is_a_flag_of_each_command(command: str) -
 
 def test_run_backfill_takes_the_run_options_a_migration_can_honour() -> None:
     for keyword in MIGRATION_KEYWORDS:
-        operation = RunBackfill("BlogPost", set={"author": "x"}, **{keyword: None})
+        operation = RunBackfill("BlogPost", set={"author": "x"}, **cast(Any, {keyword: None}))
         assert operation.options == {}
     assert {"dry_run", "restart", "workers"}.isdisjoint(MIGRATION_KEYWORDS)
     assert len(MIGRATION_KEYWORDS) == len(RUN_OPTIONS) - 3
     with pytest.raises(TypeError, match=r"'restart'.*It takes: batch_size, name"):
-        RunBackfill("BlogPost", set={"author": "x"}, restart=True)
+        RunBackfill("BlogPost", set={"author": "x"}, restart=True)  # type: ignore[call-arg]
 
 
 def test_a_typo_in_a_keyword_is_a_type_error_naming_its_neighbours() -> None:

@@ -103,8 +103,15 @@ def test_the_wheel_installs_into_a_new_django_61_project_and_runs_a_backfill(
     venv = tmp_path / "venv"
     bin_ = venv / "bin"
     run([sys.executable, "-m", "virtualenv", "-q", "-p", interpreter, venv], cwd=tmp_path)
-    pip = [bin_ / "python", "-m", "pip", "--disable-pip-version-check", "-q"]
-    offline = [*pip, "install", "--no-compile", "--no-index", "--find-links", WHEELHOUSE]
+    pip: list[str | Path] = [bin_ / "python", "-m", "pip", "--disable-pip-version-check", "-q"]
+    offline: list[str | Path] = [
+        *pip,
+        "install",
+        "--no-compile",
+        "--no-index",
+        "--find-links",
+        WHEELHOUSE,
+    ]
     if not (list(WHEELHOUSE.glob("django-6.1.*.whl")) and list(WHEELHOUSE.glob("tqdm-*.whl"))):
         run([*pip, "download", "-d", WHEELHOUSE, *PROJECT_REQUIREMENTS], cwd=tmp_path)
     run([*offline, *PROJECT_REQUIREMENTS], cwd=tmp_path)
@@ -119,7 +126,7 @@ def test_the_wheel_installs_into_a_new_django_61_project_and_runs_a_backfill(
 
     run([bin_ / "django-admin", "startproject", "mysite", tmp_path / "project"], cwd=tmp_path)
     project = tmp_path / "project"
-    manage = [bin_ / "python", "manage.py"]
+    manage: list[str | Path] = [bin_ / "python", "manage.py"]
     run([*manage, "startapp", "shop"], cwd=project)
     (project / "shop" / "models.py").write_text(MODELS)
     settings = project / "mysite" / "settings.py"

@@ -23,6 +23,7 @@ from backfill.models import Run
 from tests.conftest import SpawnManage
 from tests.run_support import (
     FAST,
+    FakeClock,
     assert_chunks_tile,
     assert_every_row_once,
     assert_ledger_matches_data,
@@ -44,19 +45,6 @@ def backend_pid() -> int:
     connection.ensure_connection()
     assert connection.connection is not None
     return int(connection.connection.info.backend_pid)
-
-
-class FakeTime:
-    """Clock and sleep for the runner: backoff waits pass instantly."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 # -- what counts as transient ----------------------------------------------------------------
@@ -142,10 +130,9 @@ def test_a_dropped_session_mid_chunk_is_retried_on_a_new_connection() -> None:
         obj.hits += 1
 
     seen: list[events.Event] = []
-    time = FakeTime()
     result = backfill.iterate(
         Counter.objects.all(), transform=transform, batch_size=50, reporter=seen.append,
-        clock=time.clock, sleep=time.sleep,
+        clock=FakeClock(0.0),
     )  # fmt: skip
 
     assert result.status == "completed"

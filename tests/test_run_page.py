@@ -89,7 +89,7 @@ def test_rate_chart_is_an_inline_svg_scaled_to_the_peak() -> None:
 def test_a_run_records_why_it_waits_and_clears_it_after() -> None:
     seed_posts(20)
     clock = FakeClock()
-    seen: list[tuple[str, bool]] = []
+    seen: list[tuple[str, str]] = []
 
     def meanwhile(seconds: float) -> None:
         seen.extend(RunWait.objects.values_list("name", "reason"))

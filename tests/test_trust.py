@@ -553,6 +553,7 @@ def test_a_rerun_finishes_a_run_left_running_with_its_work_done() -> None:
     assert run("backfill_iterate", "testapp.Counter", "--transform", FAST).returncode == 0
     left = only_run()
     Run.objects.filter(pk=left.pk).update(status="running", finished_at=None)
+    assert left.heartbeat_at is not None
     Worker.objects.create(
         run=left, host=socket.gethostname(), pid=_dead_pid(), heartbeat_at=left.heartbeat_at
     )
@@ -575,7 +576,7 @@ def test_a_session_terminated_in_the_bookkeeping_is_retried(statement: str) -> N
     from tests.transforms import terminate_my_session
 
     make_counters(30)
-    fired = []
+    fired: list[str] = []
 
     def terminate_once(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         if not fired and sql.startswith(statement):

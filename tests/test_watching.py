@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.dispatch import Signal
@@ -322,7 +322,7 @@ def test_metrics_and_spans_of_a_run_with_workers_count_every_chunk_once() -> Non
     assert not sample("backfill_chunk_duration_seconds_count", **labels)
     (run_span,) = [s for s in SPANS.get_finished_spans() if s.name == "backfill.run"]
     summed = [e for e in run_span.events if e.name == "progress"]
-    assert sum((e.attributes or {}).get("backfill.chunks", 0) for e in summed) == 12
+    assert sum(int(cast(int, (e.attributes or {}).get("backfill.chunks", 0))) for e in summed) == 12
 
 
 def free_port() -> int:
