@@ -21,6 +21,13 @@ from backfill.models import Chunk as ChunkRow
 from backfill.models import Run
 
 
+def checkpoint_of(frontier: str | None, *, pending: bool, lowest_pending: str | None) -> str | None:
+    """The key below which every chunk is done, as stored text (None: the table's start): the
+    lowest pending chunk's lower bound while chunks wait (parallel runs, a killed worker), else
+    the frontier."""
+    return lowest_pending if pending else frontier
+
+
 @dataclass(frozen=True)
 class Claim:
     chunk: Chunk | None

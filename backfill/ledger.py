@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from backfill.chunk_book import ChunkBook
+from backfill.chunk_book import ChunkBook, checkpoint_of
 from backfill.chunks import KeyPlanner
 from backfill.control import is_live, this_process
 from backfill.database import table_rows
@@ -252,8 +252,12 @@ class Ledger:
             ChunkRow.objects.using(self.using)
             .filter(run=run, status=ChunkRow.Status.PENDING)
             .order_by("id")
-            .values_list("lo", flat=True)
+            .values("lo")
             .first()
         )
-        text = lowest if lowest is not None else run.frontier
+        text = checkpoint_of(
+            run.frontier,
+            pending=lowest is not None,
+            lowest_pending=lowest["lo"] if lowest is not None else None,
+        )
         return self.planner.from_text(text)

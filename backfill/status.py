@@ -21,6 +21,7 @@ from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Sub
 from django.utils import timezone
 
 from backfill import schema
+from backfill.chunk_book import checkpoint_of
 from backfill.control import is_live
 from backfill.database import check_alias
 from backfill.exceptions import BadInput
@@ -120,9 +121,11 @@ def checkpoint(run: Run) -> str | None:
     The lowest pending chunk's lower bound when chunks wait (parallel runs, a killed worker),
     else the frontier. None = the start of the table. Needs a run from ``annotated()``.
     """
-    if getattr(run, "pending_chunks", 0):
-        return getattr(run, "lowest_pending", None)
-    return run.frontier
+    return checkpoint_of(
+        run.frontier,
+        pending=bool(getattr(run, "pending_chunks", 0)),
+        lowest_pending=getattr(run, "lowest_pending", None),
+    )
 
 
 def state(run: Run, workers: Iterable[WorkerStatus]) -> str:

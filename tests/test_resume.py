@@ -7,9 +7,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 import backfill
-from backfill import events
+from backfill import events, status
+from backfill.chunks import KeyPlanner
 from backfill.exceptions import Interrupted
 from backfill.identity import default_name
+from backfill.ledger import Ledger
 from backfill.models import Chunk, Run
 from backfill.stopping import StopFlag
 from backfill.strategies import IterateStrategy
@@ -210,3 +212,24 @@ def test_a_failed_run_resumes_after_the_cause_is_fixed() -> None:
     assert code == 0, out
     assert_every_row_once()
     assert_chunks_tile()
+
+
+def test_the_checkpoint_is_the_table_start_while_the_first_chunk_waits() -> None:
+    """A pending chunk from the table's start (lo None) holds the checkpoint there, whatever
+    the frontier, in the ledger (what a resume reports) and in backfill_runs alike."""
+    pks = make_counters(30)
+    run = Run.objects.create(
+        name="first chunk pending",
+        strategy="iterate",
+        model_label="testapp.Counter",
+        parallel=True,
+        frontier=str(pks[19]),
+    )
+    Chunk.objects.create(run=run, lo=None, hi=str(pks[9]), rows_scanned=10)
+    Chunk.objects.create(
+        run=run, lo=str(pks[9]), hi=str(pks[19]), rows_scanned=10, status=Chunk.Status.DONE
+    )
+    ledger = Ledger("default", KeyPlanner(Counter, connection), lease=60.0)
+
+    assert ledger.checkpoint(run) is None
+    assert status.get_run("first chunk pending").checkpoint is None
