@@ -361,11 +361,12 @@ def test_a_worker_killed_mid_run_is_finished_by_a_new_one(
     assert_ledger_matches_data(Run.objects.get(name="killed"))
     # No joiner is left: once their lease has run out (aged here rather than waited for),
     # backfill_runs shows the run stalled and the one command that revives it.
-    Worker.objects.filter(run__name="killed").update(
-        heartbeat_at=timezone.now() - timedelta(seconds=120)
-    )
+    long_ago = timezone.now() - timedelta(seconds=120)
+    Worker.objects.filter(run__name="killed").update(heartbeat_at=long_ago)
+    Run.objects.filter(name="killed").update(heartbeat_at=long_ago)
     shown = run("backfill_runs", "killed")
-    assert "abandoned" in shown.stdout
+    assert "  status         stalled" in shown.stdout
+    assert "  engine         celery" in shown.stdout
     assert "resume         python manage.py backfill_enqueue killed" in shown.stdout
     celery_workers(concurrency=2, row_seconds=0.0)
     revived = run("backfill_enqueue", "killed")
