@@ -32,6 +32,7 @@ from tests.run_support import (
     assert_every_row_once,
     assert_ledger_matches_data,
     make_counters,
+    make_many_counters,
     postgres_only,
 )
 from tests.support import committing, run
@@ -539,11 +540,11 @@ def test_joiners_killed_at_random_then_revived_add_one_to_each_of_200k_rows(
 
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
-    Counter.objects.bulk_create((Counter(name=f"c{i}") for i in range(200_000)), batch_size=20_000)
+    make_many_counters(200_000)
     workers = [celery_workers(concurrency=2) for _ in range(2)]
-    hand_off(queue, "chaos", FAST, joiners=3, budget=3.0, batch_size=2000)
+    hand_off(queue, "chaos", FAST, joiners=3, budget=3.0, batch_size=4000)
     for _ in range(3):
-        time.sleep(rng.uniform(0.5, 2.5))
+        time.sleep(rng.uniform(0.3, 2.0))
         victim = workers.pop(rng.randrange(len(workers)))
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()

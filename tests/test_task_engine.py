@@ -29,7 +29,14 @@ from backfill import engines
 from backfill.exceptions import BadInput
 from backfill.models import Chunk, Run, RunRecipe, Worker
 from tests.conftest import MANAGE_PY, manage_env
-from tests.run_support import FAST, SLOW, assert_every_row_once, make_counters, skip_locked_only
+from tests.run_support import (
+    FAST,
+    SLOW,
+    assert_every_row_once,
+    make_counters,
+    make_many_counters,
+    skip_locked_only,
+)
 from tests.support import run
 from tests.testapp.models import Counter
 
@@ -215,7 +222,7 @@ def test_without_django_tasks_the_tasks_engine_is_bad_input(
 def test_n_joiners_add_one_to_each_of_200k_rows_exactly_once(
     queue: str, db_workers: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
-    Counter.objects.bulk_create((Counter(name=f"c{i}") for i in range(200_000)), batch_size=20_000)
+    make_many_counters(200_000)
     for _ in range(2):
         db_workers()
     outcome = run(
