@@ -653,3 +653,22 @@ def test_a_broker_restarted_mid_run_loses_nothing_twice(
     assert_every_row_once()
     assert_ledger_matches_data(finished)
     assert most <= 2
+
+
+@needs_redis
+@postgres_only
+@committing
+def test_the_celery_beat_task_revives_stalled_runs(queue: str) -> None:
+    import redis
+
+    from backfill.tasks import revive_stalled
+
+    make_counters(100)
+    hand_off(queue, "lost", FAST, joiners=2)
+    assert revive_stalled() == []  # queued, not stalled: the hand-over is within the lease
+    Run.objects.filter(name="lost").update(heartbeat_at=timezone.now() - timedelta(seconds=600))
+
+    assert revive_stalled() == ["lost"]
+
+    assert redis.Redis.from_url(BROKER).llen(queue) == 4
+    assert Run.objects.get(name="lost").heartbeat_at > timezone.now() - timedelta(seconds=60)

@@ -17,12 +17,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test import override_settings
+from django.utils import timezone
 
 import backfill
 from backfill import engines
@@ -323,3 +325,37 @@ def test_a_transform_that_raises_fails_the_run_and_wait_exits_1(
     assert f"row {pks[250]} is poisoned" in outcome.error
     assert Run.objects.get().status == "failed"
     assert Counter.objects.get(pk=pks[250]).hits == 0
+
+
+@skip_locked_only
+@committing_tasks
+def test_a_stalled_run_is_revived_by_the_periodic_check_and_finished(
+    queue: str, db_workers: Callable[..., Any]
+) -> None:
+    make_counters(1000)
+    backfill.iterate(
+        Counter.objects.all(), transform=FAST, engine="tasks", queue=queue, joiners=2, name="lost"
+    )
+    assert status_of("lost") == "queued"
+    # The tasks are lost (a backend's table wiped) and no joiner came within the lease.
+    DBTaskResult.objects.filter(queue_name=queue).delete()
+    Run.objects.filter(name="lost").update(heartbeat_at=timezone.now() - timedelta(seconds=600))
+    assert status_of("lost") == "stalled"
+
+    revived = run("backfill_enqueue", "--stalled")
+
+    assert revived.returncode == 0, revived.error
+    assert revived.stdout.startswith("Handed run 'lost' to tasks: 2 joiner(s)")
+    assert DBTaskResult.objects.filter(queue_name=queue).count() == 2
+    assert status_of("lost") == "queued"
+    assert run("backfill_enqueue", "--stalled").stdout == "No stalled runs in database 'default'.\n"
+    db_workers()
+    finished, _ = wait_for("lost")
+    assert finished.status == "completed", finished.last_error
+    assert_every_row_once()
+
+
+def status_of(name: str) -> str:
+    from backfill.status import get_run
+
+    return get_run(name).state
