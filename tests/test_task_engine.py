@@ -3,8 +3,9 @@
 Django 6.0+'s ``django.tasks``, or the django-tasks backport on Django 5.2, with django-tasks-db's
 database backend (tests/settings.py): the tasks are rows in the test database, so the workers
 need nothing but the database. Joiners claim chunks with SKIP LOCKED, so the worker tests run on
-PostgreSQL and MariaDB; SQLite refuses ``engine=`` with exit 2 before anything is written (the
-first tests here, which run everywhere). Exactly-once rests on the ledger: every Counter row ends
+PostgreSQL and MariaDB (the 200k-row one on PostgreSQL only, once per ``make test``); SQLite
+refuses ``engine=`` with exit 2 before anything is written (the first tests here, which run
+everywhere). Exactly-once rests on the ledger: every Counter row ends
 with ``hits == 1``, with N joiners handing over to successors and with every task enqueued twice.
 """
 
@@ -37,6 +38,7 @@ from tests.run_support import (
     assert_every_row_once,
     make_counters,
     make_many_counters,
+    postgres_only,
     skip_locked_only,
 )
 from tests.support import run
@@ -219,7 +221,7 @@ def test_without_django_tasks_the_tasks_engine_is_bad_input(
 # -- real db_worker processes ------------------------------------------------------------------
 
 
-@skip_locked_only
+@postgres_only  # the slow scenario runs once per make test; MariaDB runs the others
 @committing_tasks
 def test_n_joiners_add_one_to_each_of_200k_rows_exactly_once(
     queue: str, db_workers: Callable[..., subprocess.Popen[bytes]]
