@@ -241,16 +241,33 @@ def revive(
     return _hand_over(recipe, name, using, restart=False, wait=wait, reporter=reporter, stop=stop)
 
 
-def revive_stalled(*, using: str = DEFAULT_DB_ALIAS) -> list[Result]:
+def revive_stalled(
+    *, using: str = DEFAULT_DB_ALIAS, on_result: Callable[[Result], None] | None = None
+) -> list[Result]:
     """Hand every stalled run (joiners all vanished) to its engine again: the periodic check.
 
     Safe to run as often as wanted: a run is stalled only when no joiner has sent a heartbeat
     for the lease (``LEASE_SECONDS``) and none was handed over within it; surplus joiners end
-    at once (``enough joiners``). Returns one ``queued`` Result per run revived.
+    at once (``enough joiners``). Returns one ``queued`` Result per run revived, each also
+    passed to ``on_result`` as it is. A run that cannot be revived (its recipe no longer fits
+    the model) does not keep the others from it: BadInput names it after the others are done.
     """
     from backfill.status import stalled_runs
 
-    return [revive(run.name, using=using) for run in stalled_runs(using)]
+    revived, failed = [], []
+    for run in stalled_runs(using):
+        try:
+            result = revive(run.name, using=using)
+        except BadInput as exc:
+            logger.error("Stalled run %r cannot be revived: %s", run.name, exc)
+            failed.append(f"Run {run.name!r} cannot be revived: {exc}")
+            continue
+        revived.append(result)
+        if on_result is not None:
+            on_result(result)
+    if failed:
+        raise BadInput(" ".join(failed))
+    return revived
 
 
 def hand_pending(

@@ -339,16 +339,28 @@ def test_a_stalled_run_is_revived_by_the_periodic_check_and_finished(
         Counter.objects.all(), transform=FAST, engine="tasks", queue=queue, joiners=2, name="lost"
     )
     assert status_of("lost") == "queued"
+    backfill.iterate(
+        Counter.objects.all(), transform=FAST, engine="tasks", queue=queue, joiners=1, name="gone"
+    )
+    # Since then, the transform of "gone" was deleted from the code base.
+    recipe = RunRecipe.objects.get(name="gone")
+    recipe.recipe["transform"] = "tests.transforms.no_longer_there"
+    recipe.save()
     # The tasks are lost (a backend's table wiped) and no joiner came within the lease.
     DBTaskResult.objects.filter(queue_name=queue).delete()
-    Run.objects.filter(name="lost").update(heartbeat_at=timezone.now() - timedelta(seconds=600))
-    assert status_of("lost") == "stalled"
+    Run.objects.update(heartbeat_at=timezone.now() - timedelta(seconds=600))
+    assert status_of("lost") == status_of("gone") == "stalled"
 
     revived = run("backfill_enqueue", "--stalled")
 
-    assert revived.returncode == 0, revived.error
+    # The run that can be revived is, whatever happens to the other.
     assert revived.stdout.startswith("Handed run 'lost' to tasks: 2 joiner(s)")
+    assert revived.returncode == 2
+    assert "Run 'gone' cannot be revived: " in revived.error
+    assert "no_longer_there" in revived.error
     assert DBTaskResult.objects.filter(queue_name=queue).count() == 2
+    assert status_of("gone") == "stalled"
+    Run.objects.filter(name="gone").delete()
     assert status_of("lost") == "queued"
     assert run("backfill_enqueue", "--stalled").stdout == "No stalled runs in database 'default'.\n"
     db_workers()

@@ -50,9 +50,10 @@ class Command(EdgeCommand):
         if options["stalled"]:
             if options["wait"]:
                 raise BadInput("--wait follows one run: pass its NAME instead of --stalled.")
-            revived = engines.revive_stalled(using=options["database"])
-            for result in revived:
-                self.stdout.write(result.message)
+            revived = engines.revive_stalled(
+                using=options["database"],
+                on_result=lambda result: self.stdout.write(result.message),
+            )
             if not revived:
                 self.stdout.write(f"No stalled runs in database {options['database']!r}.")
             return
