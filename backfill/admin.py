@@ -99,6 +99,7 @@ RUN_SECTIONS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
             "name",
             "model_label",
             "strategy",
+            "engine",
             "spec_json",
             "state",
             "request",
@@ -139,6 +140,8 @@ class RunAdmin(admin.ModelAdmin):
         "changed",
         "rate",
         "heartbeat",
+        "engine",
+        "hosts",
         "controls",
     ]
     list_filter = ["status", "strategy", "model_label"]
@@ -286,6 +289,16 @@ class RunAdmin(admin.ModelAdmin):
         if not live:
             return "none working"
         return f"{len(live)} working: " + ", ".join(f"{w.host} (pid {w.pid})" for w in live)
+
+    # -- where a run is worked: its task engine and the hosts of its live workers ----------
+
+    @admin.display(description="engine")
+    def engine(self, run: Run) -> str:
+        return self._status(run).engine
+
+    @admin.display(description="hosts")
+    def hosts(self, run: Run) -> str:
+        return ", ".join(self._status(run).hosts) or "-"
 
     def _pace(self, run: Run) -> history.Pace:
         return _once(run, "_backfill_pace", history.pace)

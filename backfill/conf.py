@@ -48,11 +48,12 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_PUSHGATEWAY": None,
     # OpenTelemetry spans of runs in processes that loaded opentelemetry (backfill.tracing).
     "TRACING": True,
-    # A run handed to a task engine (--engine / engine=): which engine ("celery"), the queue
-    # its joiner tasks go to, how many joiners work the run at once, and the seconds each one
+    # A run handed to a task engine (--engine / engine=): which engine ("celery" or "tasks"
+    # for django.tasks), the queue its joiner tasks go to (None = the engine's default queue,
+    # "celery" or "default"), how many joiners work the run at once, and the seconds each one
     # works before it hands over to its successor.
     "ENGINE": "celery",
-    "ENGINE_QUEUE": "celery",
+    "ENGINE_QUEUE": None,
     "ENGINE_JOINERS": 4,
     "ENGINE_BUDGET_SECONDS": 600.0,
 }

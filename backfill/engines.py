@@ -1,6 +1,7 @@
-"""A run handed to a task engine (Celery): joiners on the team's own workers work it.
+"""A run handed to a task engine (Celery, django.tasks): joiners on the team's workers work it.
 
-``backfill.update/iterate/cursor(..., engine="celery")`` (``--engine celery`` on the commands)
+``backfill.update/iterate/cursor(..., engine="celery")`` (``--engine celery`` on the commands;
+``engine="tasks"`` for ``django.tasks``)
 checks everything a local run checks, creates the run through the ledger, stores the backfill
 as data (``backfill.recipes``) and enqueues N "join run R for up to B seconds" tasks when the
 transaction commits. It returns at once; ``wait=True`` (``--wait``) follows the run from the
@@ -13,7 +14,8 @@ successor while work remains. The run's row lock guards the count, so at most N 
 at once, however many tasks the engine delivers. No engine is exactly-once (a task may run twice,
 or never, or die with its worker); the ledger is: a chunk's write and its checkpoint commit
 together, and a chunk is claimed by its row lock. A run whose joiners all vanished (a lost task,
-a broker wiped) is revived by handing it over again: the same call or command resumes it.
+a broker wiped) shows as stalled and is revived by handing it over again: the same call or
+command resumes it, and ``revive_stalled`` (``backfill_enqueue --stalled``) revives them all.
 """
 
 from __future__ import annotations
@@ -46,7 +48,14 @@ from backfill.validation import NAME_LENGTH, check_options, free_connections
 
 logger = logging.getLogger("backfill")
 
-ENGINES = ("celery",)
+# Each engine: the module of its joiner task, its default queue, and what to install for it.
+ENGINES = ("celery", "tasks")
+ENGINE_MODULES = {"celery": "backfill.tasks", "tasks": "backfill.django_tasks"}
+DEFAULT_QUEUES = {"celery": "celery", "tasks": "default"}
+NEEDS = {
+    "celery": ("Celery", "celery"),
+    "tasks": ("django.tasks (Django 6.0+) or the django-tasks backport", "tasks"),
+}
 # Run options a joiner must not inherit: each joiner is one parallel worker working its budget.
 NOT_STORED = ("name", "restart", "dry_run", "max_runtime", "workers", "join", "extra")
 MAX_JOINERS = 1000
@@ -69,9 +78,10 @@ class Handover:
         cls, engine: str | None, queue: str | None, joiners: int | None, budget: float | None
     ) -> Handover:
         """From the arguments, else the settings. Raises BadInput for a value out of range."""
+        engine = engine or str(get_setting("ENGINE"))
         handover = cls(
-            engine=engine or str(get_setting("ENGINE")),
-            queue=queue or str(get_setting("ENGINE_QUEUE")),
+            engine=engine,
+            queue=queue or str(get_setting("ENGINE_QUEUE") or DEFAULT_QUEUES.get(engine, "")),
             joiners=joiners if joiners is not None else int(get_setting("ENGINE_JOINERS")),
             budget=budget if budget is not None else float(get_setting("ENGINE_BUDGET_SECONDS")),
         )
@@ -97,7 +107,7 @@ class Handover:
                 f"budget must be a number of seconds above 0 and at most {MAX_BUDGET:g}, got "
                 f"{seconds!r}: a joiner hands over to its successor after it, e.g. budget=600."
             )
-        _engine_module(handover.engine)
+        _engine_module(handover.engine).check(handover.queue)
         return handover
 
     def as_data(self) -> dict[str, Any]:
@@ -111,14 +121,18 @@ class Handover:
 
 def _engine_module(engine: str) -> Any:
     """The module holding the engine's joiner task; BadInput when the engine is not installed."""
+    import importlib
+
     try:
-        from backfill import tasks
+        return importlib.import_module(ENGINE_MODULES[engine])
     except ImportError:
+        what, extra = NEEDS[engine]
         raise BadInput(
-            f"engine={engine!r} needs Celery, which is not installed. Install it with "
-            "pip install 'django-backfill[celery]'."
+            f"engine={engine!r} needs {what}, which is not installed. Install it with "
+            f"pip install 'django-backfill[{extra}]'."
         ) from None
-    return tasks
+    except Exception as exc:  # e.g. TASKS naming no backend, or no queue the task can use
+        raise BadInput(f"engine={engine!r} cannot be used: {exc}") from None
 
 
 def watch_command(name: str, using: str = DEFAULT_DB_ALIAS) -> str:
@@ -226,6 +240,35 @@ def revive(
     recipe = dict(stored.recipe)
     recipes.validate(recipe, recipes.model_of(recipe), using)
     return _hand_over(recipe, name, using, restart=False, wait=wait, reporter=reporter, stop=stop)
+
+
+def revive_stalled(
+    *, using: str = DEFAULT_DB_ALIAS, on_result: Callable[[Result], None] | None = None
+) -> list[Result]:
+    """Hand every stalled run (joiners all vanished) to its engine again: the periodic check.
+
+    Safe to run as often as wanted: a run is stalled only when no joiner has sent a heartbeat
+    for the lease (``LEASE_SECONDS``) and none was handed over within it; surplus joiners end
+    at once (``enough joiners``). Returns one ``queued`` Result per run revived, each also
+    passed to ``on_result`` as it is. A run that cannot be revived (its recipe no longer fits
+    the model) does not keep the others from it: BadInput names it after the others are done.
+    """
+    from backfill.status import stalled_runs
+
+    revived, failed = [], []
+    for run in stalled_runs(using):
+        try:
+            result = revive(run.name, using=using)
+        except BadInput as exc:
+            logger.error("Stalled run %r cannot be revived: %s", run.name, exc)
+            failed.append(f"Run {run.name!r} cannot be revived: {exc}")
+            continue
+        revived.append(result)
+        if on_result is not None:
+            on_result(result)
+    if failed:
+        raise BadInput(" ".join(failed))
+    return revived
 
 
 def hand_pending(
@@ -383,9 +426,9 @@ def _start(recipe: Mapping[str, Any], name: str, using: str, *, restart: bool) -
 
 def enqueue(handover: Handover, name: str, using: str, count: int) -> None:
     """Put ``count`` joiner tasks of run ``name`` on the engine's queue."""
-    tasks = _engine_module(handover.engine)
+    module = _engine_module(handover.engine)
     for _ in range(count):
-        tasks.join_run.apply_async(args=[name, using], queue=handover.queue)
+        module.enqueue_joiner(name, using, handover.queue)
     logger.info("Enqueued %d joiner(s) of run %r on %r", count, name, handover.queue)
 
 

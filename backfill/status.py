@@ -13,14 +13,15 @@ import json
 import shlex
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
-from backfill import schema
+from backfill import control, schema
 from backfill.chunk_book import checkpoint_of
 from backfill.control import is_live
 from backfill.database import check_alias
@@ -30,6 +31,12 @@ from backfill.models import Chunk, Run, RunRecipe, Worker
 # Shown instead of "running" when no worker of the run has sent a heartbeat within the lease:
 # the process died (kill -9, a crash, a lost host) and nothing is working the run.
 ABANDONED = "abandoned"
+# A run handed to a task engine (backfill.engines) with no live joiner is "queued" while its
+# hand-over or last heartbeat is younger than the lease (the engine has yet to start a joiner),
+# then "stalled": its joiners vanished (tasks lost, workers killed, a broker wiped), and
+# ``backfill_enqueue NAME`` (or ``--stalled``, the periodic check) revives it.
+QUEUED = "queued"
+STALLED = "stalled"
 # Parts of a resume command that the stored spec cannot give back.
 UNKNOWN_EXPRESSIONS = "<the original --set-expr options>"
 WORKERS = "--workers <N>"
@@ -77,6 +84,10 @@ class RunStatus:
     last_error: str
     workers: tuple[WorkerStatus, ...]
     resume_command: str | None
+    # The task engine the run was handed to ("celery", "tasks"), or "none"; the hosts of its
+    # live workers.
+    engine: str = "none"
+    hosts: tuple[str, ...] = ()
 
     @property
     def live_workers(self) -> tuple[WorkerStatus, ...]:
@@ -112,6 +123,11 @@ def annotated(queryset: QuerySet[Run]) -> QuerySet[Run]:
         engine_run=Exists(
             RunRecipe.objects.filter(name=OuterRef("name"), recipe__has_key="engine")
         ),
+        engine_name=Subquery(
+            RunRecipe.objects.filter(name=OuterRef("name"))
+            .annotate(engine_name=KT("recipe__engine__engine"))
+            .values("engine_name")[:1]
+        ),
     ).prefetch_related(Prefetch("workers", queryset=Worker.objects.order_by("host", "pid")))
 
 
@@ -128,8 +144,12 @@ def checkpoint(run: Run) -> str | None:
     )
 
 
-def state(run: Run, workers: Iterable[WorkerStatus]) -> str:
+def state(run: Run, workers: Iterable[WorkerStatus], now: datetime | None = None) -> str:
     if run.status == Run.Status.RUNNING and not any(w.live for w in workers):
+        if getattr(run, "engine_run", False):
+            horizon = (now or timezone.now()) - timedelta(seconds=control.lease())
+            recent = run.heartbeat_at is not None and run.heartbeat_at >= horizon
+            return QUEUED if recent else STALLED
         return ABANDONED
     return str(run.status)
 
@@ -207,7 +227,7 @@ def describe(run: Run, using: str = DEFAULT_DB_ALIAS, now: datetime | None = Non
         database=using,
         spec=dict(run.spec or {}),
         status=str(run.status),
-        state=state(run, workers),
+        state=state(run, workers, now),
         requested=run.requested,
         requested_by=run.requested_by,
         progress=run.progress,
@@ -231,6 +251,8 @@ def describe(run: Run, using: str = DEFAULT_DB_ALIAS, now: datetime | None = Non
         last_error=run.last_error,
         workers=workers,
         resume_command=resume_command(run, using),
+        engine=getattr(run, "engine_name", None) or "none",
+        hosts=tuple(sorted({w.host for w in workers if w.live})),
     )
 
 
@@ -240,6 +262,16 @@ def list_runs(using: str = DEFAULT_DB_ALIAS, now: datetime | None = None) -> lis
     now = now or timezone.now()
     runs = annotated(Run.objects.using(using).order_by("-created_at", "-id"))
     return [describe(run, using, now) for run in runs]
+
+
+def stalled_runs(using: str = DEFAULT_DB_ALIAS) -> list[RunStatus]:
+    """The runs handed to a task engine whose joiners all vanished, oldest first."""
+    check_alias(using)
+    now = timezone.now()
+    runs = annotated(
+        Run.objects.using(using).filter(status=Run.Status.RUNNING).order_by("created_at", "id")
+    )
+    return [info for info in (describe(run, using, now) for run in runs) if info.state == STALLED]
 
 
 def get_run(name: str, using: str = DEFAULT_DB_ALIAS, now: datetime | None = None) -> RunStatus:

@@ -70,6 +70,20 @@ def make_counters(count: int) -> list[int]:
     return list(Counter.objects.order_by("pk").values_list("pk", flat=True))
 
 
+def make_many_counters(count: int) -> None:
+    """``count`` Counter rows with hits 0, in one statement on PostgreSQL (bulk_create of 200k
+    rows takes ten seconds here)."""
+    if connection.vendor != "postgresql":
+        Counter.objects.bulk_create((Counter(name=f"c{i}") for i in range(count)), 10_000)
+        return
+    table = connection.ops.quote_name(Counter._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (name, hits) SELECT 'c' || g, 0 FROM generate_series(0, %s) g",
+            [count - 1],
+        )
+
+
 def hits() -> dict[int, int]:
     return dict(Counter.objects.values_list("pk", "hits"))
 

@@ -10,6 +10,7 @@ SQLite's test database is a file, not memory, so subprocess tests can share it.
 from __future__ import annotations
 
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
 
 import environ
@@ -68,6 +69,12 @@ STATIC_URL = "static/"
 SECRET_KEY = "backfill-tests-not-secret"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+# The django.tasks engine's tests (tests/test_task_engine.py): django-tasks-db's database
+# backend and its db_worker, when installed (requirements-test.txt). Any queue name is allowed.
+if find_spec("django_tasks_db") is not None:
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": []}}
 
 # The worker start method of subprocess tests that pick one (tests/test_worker_start.py).
 if env.str("BACKFILL_TEST_START_METHOD", default=""):

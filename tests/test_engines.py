@@ -6,6 +6,7 @@ Exactly-once rests on the ledger, whatever the engine does: every Counter row mu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -26,7 +27,13 @@ from backfill import engines
 from backfill.exceptions import BadInput
 from backfill.models import Chunk, Run, RunRecipe, Worker
 from tests.conftest import manage_env
-from tests.run_support import FAST, assert_every_row_once, assert_ledger_matches_data, make_counters
+from tests.run_support import (
+    FAST,
+    assert_every_row_once,
+    assert_ledger_matches_data,
+    make_counters,
+    make_many_counters,
+)
 from tests.support import committing, postgres_only, run
 from tests.testapp.models import Counter
 
@@ -60,7 +67,8 @@ def queue() -> Iterator[str]:
     yield name
     import redis
 
-    redis.Redis.from_url(BROKER).delete(name)
+    with contextlib.suppress(redis.ConnectionError):
+        redis.Redis.from_url(BROKER).delete(name)
 
 
 @pytest.fixture
@@ -70,11 +78,13 @@ def celery_workers(
     """Start ``celery worker`` processes on the test database, each in its own session."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(concurrency: int = 2, row_seconds: float = 0.0) -> subprocess.Popen[bytes]:
+    def start(
+        concurrency: int = 2, row_seconds: float = 0.0, broker: str = BROKER
+    ) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"worker{len(started)}.log").open("wb")
         env = manage_env(
             django_db_url,
-            {"BACKFILL_TEST_BROKER": BROKER, "BACKFILL_TEST_ROW_SECONDS": str(row_seconds)},
+            {"BACKFILL_TEST_BROKER": broker, "BACKFILL_TEST_ROW_SECONDS": str(row_seconds)},
         )
         process = subprocess.Popen(
             [
@@ -134,8 +144,7 @@ def hand_off(queue: str, name: str, transform: str = FAST, **options: Any) -> An
         engine="celery",
         queue=queue,
         name=name,
-        batch_size=100,
-        **options,
+        **{"batch_size": 100, **options},
     )
 
 
@@ -355,11 +364,12 @@ def test_a_worker_killed_mid_run_is_finished_by_a_new_one(
     assert_ledger_matches_data(Run.objects.get(name="killed"))
     # No joiner is left: once their lease has run out (aged here rather than waited for),
     # backfill_runs shows the run stalled and the one command that revives it.
-    Worker.objects.filter(run__name="killed").update(
-        heartbeat_at=timezone.now() - timedelta(seconds=120)
-    )
+    long_ago = timezone.now() - timedelta(seconds=120)
+    Worker.objects.filter(run__name="killed").update(heartbeat_at=long_ago)
+    Run.objects.filter(name="killed").update(heartbeat_at=long_ago)
     shown = run("backfill_runs", "killed")
-    assert "abandoned" in shown.stdout
+    assert "  status         stalled" in shown.stdout
+    assert "  engine         celery" in shown.stdout
     assert "resume         python manage.py backfill_enqueue killed" in shown.stdout
     celery_workers(concurrency=2, row_seconds=0.0)
     revived = run("backfill_enqueue", "killed")
@@ -494,3 +504,170 @@ def test_pending_runs_of_deferred_migrations_are_handed_to_the_engine(
     assert finished.status == "completed", finished.last_error
     assert_every_row_once()
     assert run("backfill_pending").stdout.strip() == "No pending backfill runs."
+
+
+# -- joiners killed at random, the broker restarted ------------------------------------------
+
+
+def assert_done_chunks_hold_exactly_the_changed_rows(name: str) -> None:
+    """As ``assert_ledger_matches_data``, in O(rows log chunks) for the 200k-row run."""
+    import bisect
+
+    done = sorted(
+        (int(hi), None if lo is None else int(lo))
+        for lo, hi in Chunk.objects.filter(run__name=name, status=Chunk.Status.DONE).values_list(
+            "lo", "hi"
+        )
+    )
+    highs = [hi for hi, _ in done]
+    for pk, hits in Counter.objects.values_list("pk", "hits").iterator(chunk_size=20_000):
+        at = bisect.bisect_left(highs, pk)
+        inside = at < len(done) and (done[at][1] is None or pk > done[at][1])
+        assert hits == (1 if inside else 0), f"pk {pk} has hits {hits}, in a done chunk: {inside}"
+
+
+@needs_redis
+@postgres_only
+@committing
+def test_joiners_killed_at_random_then_revived_add_one_to_each_of_200k_rows(
+    queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """Worker machines die (kill -9 of a worker and its pool) at random moments of a 200k-row
+    run; new ones start; ``backfill_enqueue NAME`` revives the run. PostgreSQL only (once per
+    ``make test``), like every Celery test here."""
+    import random
+
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    make_many_counters(200_000)
+    workers = [celery_workers(concurrency=2) for _ in range(2)]
+    hand_off(queue, "chaos", FAST, joiners=3, budget=3.0, batch_size=4000)
+    for _ in range(3):
+        time.sleep(rng.uniform(0.3, 2.0))
+        victim = workers.pop(rng.randrange(len(workers)))
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+        assert_done_chunks_hold_exactly_the_changed_rows("chaos")
+        workers.append(celery_workers(concurrency=2))
+    revived = run("backfill_enqueue", "chaos")  # the killed joiners' tasks are lost
+    assert revived.returncode == 0, revived.error
+
+    finished, most = wait_for("chaos", ("completed", "failed"), timeout=120)
+
+    assert finished.status == "completed", f"seed {seed}: {finished.last_error}"
+    assert not Counter.objects.exclude(hits=1).exists(), f"seed {seed}"
+    assert finished.rows_changed == 200_000, f"seed {seed}"
+    assert most <= 3 + 2  # at most N live, plus dead joiners' rows not yet cleared
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def throwaway_redis() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """``redis-server`` processes on one free port of this test's own (never the system Redis):
+    call it to start one, kill the last one to "restart the broker"."""
+    import shutil
+
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed: the broker-restart test starts its own")
+    port = free_port()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(process)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        return process
+
+    start.url = f"redis://127.0.0.1:{port}/0"  # type: ignore[attr-defined]
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+@postgres_only
+@committing
+def test_a_broker_restarted_mid_run_loses_nothing_twice(
+    queue: str,
+    celery_workers: Callable[..., subprocess.Popen[bytes]],
+    throwaway_redis: Callable[[], subprocess.Popen[bytes]],
+) -> None:
+    """The broker is killed mid-run and started again empty (its queue lost): the joiners at
+    work finish their budget; a successor enqueued while it was down is lost, so the run ends
+    or stalls, and reviving it finishes every row exactly once."""
+    from celery import Celery
+
+    import tests.celery_app
+
+    broker = throwaway_redis()
+    url = throwaway_redis.url  # type: ignore[attr-defined]
+    app = Celery("backfill_broker_test", broker=url)
+    app.conf.update(tests.celery_app.app.conf.table(), broker_url=url)
+    app.set_current()
+    try:
+        make_counters(4000)
+        for _ in range(2):
+            celery_workers(concurrency=2, row_seconds=0.002, broker=url)
+        hand_off(queue, "restarted", SLOW, joiners=2, budget=1.0)
+        deadline = time.monotonic() + 30
+        while Run.objects.get(name="restarted").chunks_done < 4:
+            assert time.monotonic() < deadline, "no chunk was done"
+            time.sleep(0.1)
+        broker.kill()
+        broker.wait()
+        time.sleep(1.5)  # joiners reaching their budget now cannot enqueue a successor
+        throwaway_redis()
+        assert_ledger_matches_data(Run.objects.get(name="restarted"))
+        deadline = time.monotonic() + 20
+        while Run.objects.get(name="restarted").status != Run.Status.COMPLETED:
+            if (
+                time.monotonic() > deadline
+                or not Worker.objects.filter(run__name="restarted").exists()
+            ):
+                break
+            time.sleep(0.2)
+        engines.revive("restarted")  # what backfill_enqueue does; harmless if it completed
+        finished, most = wait_for("restarted", ("completed", "failed"), timeout=60)
+    finally:
+        tests.celery_app.app.set_current()
+    assert finished.status == "completed", finished.last_error
+    assert_every_row_once()
+    assert_ledger_matches_data(finished)
+    assert most <= 2
+
+
+@needs_redis
+@postgres_only
+@committing
+def test_the_celery_beat_task_revives_stalled_runs(queue: str) -> None:
+    import redis
+
+    from backfill.tasks import revive_stalled
+
+    make_counters(100)
+    hand_off(queue, "lost", FAST, joiners=2)
+    assert revive_stalled() == []  # queued, not stalled: the hand-over is within the lease
+    Run.objects.filter(name="lost").update(heartbeat_at=timezone.now() - timedelta(seconds=600))
+
+    assert revive_stalled() == ["lost"]
+
+    assert redis.Redis.from_url(BROKER).llen(queue) == 4
+    assert Run.objects.get(name="lost").heartbeat_at > timezone.now() - timedelta(seconds=60)

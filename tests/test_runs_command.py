@@ -191,6 +191,7 @@ def test_one_run_in_detail(runs: dict[str, Run]) -> None:
         "Run 'dead run' on database 'default'",
         "  model          blog.BlogPost",
         "  strategy       update",
+        "  engine         none",
         '  spec           {"set": {"author": "anon"}}',
         "  status         abandoned",
         "  progress       20.0% (200 of ~1,000 rows)",
@@ -207,6 +208,7 @@ def test_one_run_in_detail(runs: dict[str, Run]) -> None:
         "  workers        0 live:",
         "    db-worker-2 pid 7, started 2026-01-02 03:04:05, heartbeat 3 h ago  (no heartbeat "
         "within the lease: presumed dead)",
+        "  hosts          -",
         "  last error     Chunk after pk '200' failed (lock timeout) after 6 attempt(s).",
         "  No live worker: the process that ran it died. Re-run it to resume.",
         "  resume         python manage.py backfill_update blog.BlogPost --set author=anon "
@@ -238,6 +240,7 @@ def test_live_workers_are_listed_with_their_heartbeat(runs: dict[str, Run]) -> N
     assert "  checkpoint     start" in lines
     assert "  workers        1 live:" in lines
     assert "    db-worker-1 pid 4242, started 2026-01-02 03:04:05, heartbeat 2 min ago" in lines
+    assert "  hosts          db-worker-1" in lines
     # A run a live process works needs no resume line.
     assert not any(line.startswith("  resume") for line in lines)
 

@@ -80,7 +80,7 @@ class BackfillCommand(EdgeCommand):
         parser.add_argument(
             "--engine",
             metavar="NAME",
-            help="Hand the run to a task engine (celery): enqueue joiners and exit 0.",
+            help="Hand the run to a task engine (celery, tasks): enqueue joiners and exit 0.",
         )
         parser.add_argument(
             "--enqueue",

@@ -48,7 +48,7 @@ class Command(EdgeCommand):
         parser.add_argument(
             "--engine",
             metavar="NAME",
-            help="Hand the pending runs to this task engine (celery) instead of working them here.",
+            help="Hand the pending runs to this task engine (celery, tasks), not work them here.",
         )
         parser.add_argument(
             "--enqueue",

@@ -148,6 +148,7 @@ class Command(EdgeCommand):
         fields = [
             ("model", run.model),
             ("strategy", run.strategy),
+            ("engine", run.engine),
             ("spec", json.dumps(run.spec, sort_keys=True)),
             ("status", state),
             (
@@ -177,6 +178,7 @@ class Command(EdgeCommand):
                 f"    {worker.host} pid {worker.pid}, started {_time(worker.started_at)}, "
                 f"heartbeat {status.ago(worker.heartbeat_age)}{note}"
             )
+        out(f"  {'hosts':<14} {', '.join(run.hosts) or '-'}")
         out(f"  {'last error':<14} {run.last_error or '-'}")
         if run.state == status.ABANDONED:
             out(
@@ -184,7 +186,16 @@ class Command(EdgeCommand):
                     "  No live worker: the process that ran it died. Re-run it to resume."
                 )
             )
-        if run.resume_command and run.state != "running":
+        if run.state == status.STALLED:
+            out(
+                self.style.WARNING(
+                    f"  No live joiner: the {run.engine} tasks were lost or their workers died. "
+                    "Hand it over again to resume (backfill_enqueue --stalled revives every "
+                    "stalled run)."
+                )
+            )
+        if run.resume_command and run.state not in ("running", status.QUEUED):
             verb = "restart" if run.state == "cancelled" else "resume"
             out(f"  {verb:<14} {run.resume_command}")
-            out(f"  {'':<14} (add the original --filter/--exclude options, if any)")
+            if run.engine == "none":  # a run handed to an engine keeps its filters
+                out(f"  {'':<14} (add the original --filter/--exclude options, if any)")
