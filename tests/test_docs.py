@@ -109,6 +109,15 @@ NOT_RUN = {
     "docker compose run --rm web createsuperuser": "docker compose",
     "docker compose run --rm web seed_blogposts --rows 4000000 --truncate": "docker compose",
     "docker compose run --rm web backfill_iterate blog.BlogPost --only author": "docker compose",
+    # django.tasks: a worker of the reader's task backend, the reader's transform, cron.
+    "python manage.py db_worker --queue-name backfill # on each worker host, N in all": (
+        "django-tasks-db's worker; tests/test_task_engine.py runs real db_worker processes"
+    ),
+    "python manage.py backfill_iterate blog.BlogPost --transform blog.backfills.fix_author"
+    ' --name "blogpost author" --enqueue': (
+        "needs a django.tasks backend and the reader's transform; tests/test_task_engine.py"
+    ),
+    "*/5 * * * * cd /srv/app && python manage.py backfill_enqueue --stalled": "a crontab line",
     # Run control: a pause needs a process that is working the run when it arrives.
     "python manage.py backfill_runs nightly-authors --pause --by ops": (
         "needs a process working the run; tests/test_control.py pauses a real one"
