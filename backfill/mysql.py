@@ -80,13 +80,14 @@ def _session_settings(
     connection: BaseDatabaseWrapper, lock_timeout: float | None, statement_timeout: float | None
 ) -> list[tuple[str, str, list[Any]]]:
     """``(variable, value SQL, params)`` for the chunk. Lock waits take whole seconds (at least
-    1); strict mode is added to whatever mode the session has.
+    1); strict mode, and an error for a division by zero (``--set-expr``, as on PostgreSQL),
+    are added to whatever mode the session has.
     """
     settings: list[tuple[str, str, list[Any]]] = [
         (
             "sql_mode",
-            "IF(@@SESSION.sql_mode = '', 'STRICT_TRANS_TABLES', "
-            "CONCAT(@@SESSION.sql_mode, ',STRICT_TRANS_TABLES'))",
+            "CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), "
+            "'STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO')",
             [],
         )
     ]
