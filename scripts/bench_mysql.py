@@ -6,11 +6,12 @@
 
 Side by side in one run, each in its own process (peak RSS from ``wait4``), on the same table
 (seeded once, copied back once per benchmark; each way rewrites every row in place with a
-value as wide as the seeded ones), ``--repeat`` rounds, each way's best time: one ``UPDATE``, ``backfill_update``, ``backfill_cursor``, ``backfill_iterate``,
-and the django-mysql way: ``SmartChunkedIterator`` with ``update()`` per chunk, and its per-row
-loop (``SmartIterator`` + ``save()``, on the first ``--sample`` rows, extrapolated and marked
-``~``). Targets (issue 14, reported, not enforced): ``backfill_update`` ≤ 1.2x,
-``backfill_cursor`` ≤ 2.5x, ``backfill_iterate`` ≤ 3.5x the one ``UPDATE``; peak RSS ≤ 120 MB.
+value as wide as the seeded ones), ``--repeat`` rounds, each way's best time: one ``UPDATE``,
+``backfill_update``, ``backfill_cursor``, ``backfill_iterate``, and the django-mysql way:
+``SmartChunkedIterator`` with ``update()`` per chunk, and its per-row loop (``SmartIterator``
++ ``save()``, on the first ``--sample`` rows, extrapolated and marked ``~``). Targets (issue
+14, reported, not enforced): ``backfill_update`` ≤ 1.2x, ``backfill_cursor`` ≤ 2.5x,
+``backfill_iterate`` ≤ 3.5x the one ``UPDATE``; peak RSS ≤ 120 MB.
 
 The server is DATABASE_URL when it is a mysql:// URL, else mysql://root@127.0.0.1:3306; the
 database is always ``--db-name`` (default ``backfill_bench``), created and migrated if missing.
