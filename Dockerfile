@@ -11,14 +11,15 @@ RUN groupadd --gid 10001 app && useradd --create-home --uid 10001 --gid 10001 ap
 
 WORKDIR /app
 
-COPY requirements.txt ./
+COPY requirements.txt requirements-mysql.txt ./
 RUN pip install -r requirements.txt
 
-# MYSQL=1 (docker-compose.mariadb.yml) adds mysqlclient, built against libmariadb.
+# MYSQL=1 (docker-compose.mariadb.yml) adds mysqlclient (requirements-mysql.txt), built against
+# libmariadb; gcc goes again after the build, libmariadb stays for mysqlclient to load.
 ARG MYSQL=""
 RUN if [ -n "$MYSQL" ]; then \
         apt-get update && apt-get install -y --no-install-recommends pkg-config libmariadb-dev gcc \
-        && pip install "mysqlclient>=2.2" \
+        && pip install -r requirements-mysql.txt \
         && apt-get purge -y gcc && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*; \
     fi
 

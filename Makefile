@@ -45,7 +45,7 @@ test-sqlite: venv
 # and make demo must not need them.
 test-mariadb: venv
 	@if $(BIN)/python -c "import MySQLdb" 2>/dev/null || \
-	    $(BIN)/python -m pip install --disable-pip-version-check --quiet "mysqlclient>=2.2"; then \
+	    $(BIN)/python -m pip install --disable-pip-version-check --quiet -r requirements-mysql.txt; then \
 	    $(BIN)/python scripts/mariadbserver.py run -- $(BIN)/python -m pytest; \
 	else \
 	    echo "test-mariadb: skipped: mysqlclient did not build (install pkg-config and libmariadb-dev; .ci/run does)"; \

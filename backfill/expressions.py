@@ -16,7 +16,7 @@ from typing import Any
 from django.core.exceptions import FieldError
 from django.db import DEFAULT_DB_ALIAS, models
 from django.db.models import F, Value, functions
-from django.db.models.expressions import CombinedExpression
+from django.db.models.expressions import Combinable, CombinedExpression
 from django.db.models.functions import Cast
 from django.db.models.sql import UpdateQuery
 
@@ -126,7 +126,7 @@ def literal_kind(value: Any) -> str:
 class Division(CombinedExpression):
     """``a / b`` and ``a % b`` that fail on a zero divisor on every backend: PostgreSQL raises
     by itself, SQLite would give NULL, so there the operation goes through a function that
-    raises (registered by ``register_sqlite_functions``).
+    raises (registered by ``register_sqlite_functions``); MySQL raises in strict mode.
     """
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
@@ -134,6 +134,23 @@ class Division(CombinedExpression):
         rhs, rhs_params = compiler.compile(self.rhs)
         function = "backfill_divide" if self.connector == "/" else "backfill_modulo"
         return f"{function}({lhs}, {rhs})", (*lhs_params, *rhs_params)
+
+    def as_mysql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        """MySQL's ``/`` of two whole numbers gives a decimal (``-7 / 2`` is ``-3.5000``, which
+        the assignment rounds to ``-4``): ``DIV`` truncates toward zero, as PostgreSQL's ``/``
+        does. ``MOD`` takes the sign of the dividend, as PostgreSQL's ``%``. A zero divisor
+        fails the statement under the chunk's ``sql_mode`` (``backfill.mysql``).
+        """
+        lhs, lhs_params = compiler.compile(self.lhs)
+        rhs, rhs_params = compiler.compile(self.rhs)
+        params = (*lhs_params, *rhs_params)
+        if self.connector != "/":
+            return f"MOD({lhs}, {rhs})", params
+        whole = all(
+            isinstance(getattr(side, "output_field", None), models.IntegerField)
+            for side in (self.lhs, self.rhs)
+        )
+        return f"({lhs} {'DIV' if whole else '/'} {rhs})", params
 
 
 class _Builder:
@@ -212,8 +229,13 @@ class _Builder:
         kinds = {left.kind, right.kind}
         kind = "float" if "float" in kinds else "decimal" if "decimal" in kinds else "int"
         lhs, rhs = self.operand(left), self.operand(right)
+        # Django spells modulo "%%" (Combinable.MOD): the SQL goes through %-formatting, and
+        # the type of the result is looked up under that name.
+        connector = Combinable.MOD if symbol == "%" else symbol
         value = (
-            Division(lhs, symbol, rhs) if symbol in "/%" else CombinedExpression(lhs, symbol, rhs)
+            Division(lhs, connector, rhs)
+            if symbol in "/%"
+            else CombinedExpression(lhs, connector, rhs)
         )
         return Node(value, kind, left.nullable or right.nullable)
 

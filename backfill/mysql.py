@@ -80,13 +80,14 @@ def _session_settings(
     connection: BaseDatabaseWrapper, lock_timeout: float | None, statement_timeout: float | None
 ) -> list[tuple[str, str, list[Any]]]:
     """``(variable, value SQL, params)`` for the chunk. Lock waits take whole seconds (at least
-    1); strict mode is added to whatever mode the session has.
+    1); strict mode, and an error for a division by zero (``--set-expr``, as on PostgreSQL),
+    are added to whatever mode the session has.
     """
     settings: list[tuple[str, str, list[Any]]] = [
         (
             "sql_mode",
-            "IF(@@SESSION.sql_mode = '', 'STRICT_TRANS_TABLES', "
-            "CONCAT(@@SESSION.sql_mode, ',STRICT_TRANS_TABLES'))",
+            "CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), "
+            "'STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO')",
             [],
         )
     ]
@@ -219,6 +220,23 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _column(field: models.Field, values: list[Any], connection: BaseDatabaseWrapper) -> list[Any]:
+    """One column's values as the JSON document carries them. Ints and strings of the exact
+    field classes that store them as they are (``backfill.bulk.PASS_THROUGH``) go as JSON
+    numbers and strings, encoded by ``json.dumps`` in C with no Python call per value (the
+    JSON table extracts them as text all the same); other values are prepared by the field
+    and sent as text (``_plain``).
+    """
+    from backfill.bulk import PASS_THROUGH  # bulk imports this module
+
+    kind = PASS_THROUGH.get(type(field))
+    if kind is not None and set(map(type, values)) <= {kind, type(None)}:
+        # JSON's true would be extracted as 'true', which no integer column takes.
+        return [None if v is None else int(v) for v in values] if kind is bool else values
+    prep = field.get_db_prep_save
+    return [_plain(prep(value, connection)) for value in values]
+
+
 def _is_binary(field: models.Field, connection: BaseDatabaseWrapper) -> bool:
     return (field.db_type(connection) or "").lower() in ("longblob", "blob", "mediumblob") or (
         field.get_internal_type() == "BinaryField"
@@ -274,24 +292,24 @@ def update_from_json(
         f"UPDATE {target} JOIN JSON_TABLE(%s, '$[*]' COLUMNS ({', '.join(columns)})) v "
         f"ON {' AND '.join(joins)} SET {', '.join(assignments)} WHERE 1 = 1{where}"
     )
-    items = []
-    for pk, values in rows:
-        key_values = pk if composite else (pk,)
-        item: list[Any] = [
-            _plain(key.get_db_prep_save(value, connection))
-            for key, value in zip(key_fields, key_values, strict=True)
-        ]
-        for field, flag in zip(fields, flagged, strict=True):
-            attname = field.attname
-            item.append(_plain(field.get_db_prep_save(values.get(attname), connection)))
-            if flag:
-                item.append(1 if attname in values else 0)
-        items.append(item)
+    if composite:
+        key_values = [list(column) for column in zip(*(pk for pk, _ in rows), strict=True)]
+    else:
+        key_values = [[pk for pk, _ in rows]]
+    data = [
+        _column(key, values, connection) for key, values in zip(key_fields, key_values, strict=True)
+    ]
+    for field, flag in zip(fields, flagged, strict=True):
+        attname = field.attname
+        data.append(_column(field, [values.get(attname) for _, values in rows], connection))
+        if flag:
+            data.append([1 if attname in values else 0 for _, values in rows])
+    items = list(zip(*data, strict=True))
     return _execute(connection, sql, items, bound_params)
 
 
 def _execute(
-    connection: BaseDatabaseWrapper, sql: str, items: list[list[Any]], bound_params: list[Any]
+    connection: BaseDatabaseWrapper, sql: str, items: list[tuple[Any, ...]], bound_params: list[Any]
 ) -> int:
     document = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
     if len(document) > MAX_DOCUMENT_BYTES and len(items) > 1:

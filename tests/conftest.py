@@ -124,17 +124,10 @@ MYSQL_SKIPS = {
     "test_composite_pk.py::test_workers_on_sqlite_are_refused_for_composite_keys_too": (
         "MySQL/MariaDB claim chunks with SKIP LOCKED, so --workers is not refused there"
     ),
-    "test_properties.py::test_the_backend_under_test_is_named": (
-        "the property tests' reference semantics are written for PostgreSQL and SQLite"
-    ),
     "test_properties.py::test_set_expr_gives_the_reference_result_or_is_refused": (
-        "--set-expr equivalence is not established on MySQL yet (collations, Lower/Upper)"
-    ),
-    "test_trust.py::test_division_by_a_zero_column_fails_on_every_backend_naming_the_row": (
-        "MySQL fails the row too, but words it 'Division by 0' (1365)"
-    ),
-    "test_trust.py::test_whole_number_division_truncates_toward_zero_everywhere": (
-        "MySQL's / on integers is decimal and rounds on assignment: not refused yet"
+        "--set-expr text functions differ on MySQL (collations: StrIndex and comparisons "
+        "ignore case and accents); its arithmetic is held to the reference by "
+        "test_arithmetic_gives_the_reference_result_on_every_backend"
     ),
     "test_trust.py::test_an_invalid_regex_filter_is_bad_input_before_the_run_starts": (
         "the up-front regex check knows PostgreSQL's and SQLite's regex engines only"

@@ -19,7 +19,8 @@ from backfill import events
 from backfill.mysql import transient_reason
 from tests.conftest import database_url
 from tests.run_support import FakeClock, Recorder, make_counters
-from tests.testapp.models import Counter
+from tests.support import run
+from tests.testapp.models import Counter, SparseItem
 
 pytestmark = [
     pytest.mark.skipif(connection.vendor != "mysql", reason="MySQL/MariaDB only"),
@@ -117,7 +118,7 @@ def test_each_chunk_sets_timeouts_and_strict_mode_and_the_session_gets_them_back
         )
 
     assert [s[:3] for s in seen] == [(1, 1, 3.0)] * 3  # lock waits: whole seconds, at least 1
-    assert all(s[3] == "STRICT_TRANS_TABLES" for s in seen)
+    assert all(s[3] == "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO" for s in seen)
     # Set before and restored after each chunk's transaction (the last finds no chunk left).
     sets = [q["sql"] for q in queries if q["sql"].startswith("SET ")]
     assert len(sets) == 2 * 4
@@ -327,3 +328,45 @@ def test_vacuum_every_says_it_has_no_meaning_here() -> None:
     assert [n.message for n in recorder.of(events.Notice)] == [
         "--vacuum-every is not run on mysql: it VACUUMs PostgreSQL tables."
     ]
+
+
+# PostgreSQL's results, by hand: whole-number / truncates toward zero, % takes the dividend's
+# sign. MySQL's own / would give -3.5000 for -7 / 2 and the assignment would round it to -4.
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ('F("views") / 2', [-3, 3, 0, 0]),
+        ('F("views") / -2', [3, -3, 0, 0]),
+        ('F("views") % 3', [-1, 1, 1, 0]),
+        ('F("views") % -3', [-1, 1, 1, 0]),
+        ('F("views") * 3 / 2', [-10, 10, 1, 0]),
+        ('(F("views") + 1) / 2 * 2', [-6, 8, 2, 0]),
+        ('F("id") / F("id") + F("views") % 2', [0, 2, 2, 1]),
+        ('Abs(F("views")) / 4 - 1', [0, 0, -1, -1]),
+    ],
+)
+def test_whole_number_arithmetic_gives_postgresqls_results(
+    expression: str, expected: list[int]
+) -> None:
+    SparseItem.objects.bulk_create(
+        SparseItem(id=i, views=v) for i, v in enumerate([-7, 7, 1, 0], start=1)
+    )
+
+    outcome = run("backfill_update", "testapp.SparseItem", "--set-expr", f"views={expression}")
+
+    assert outcome.returncode == 0, outcome
+    assert list(SparseItem.objects.order_by("id").values_list("views", flat=True)) == expected
+
+
+def test_a_zero_divisor_fails_even_when_the_session_would_give_null() -> None:
+    SparseItem.objects.bulk_create(SparseItem(id=i, views=v) for i, v in [(1, 5), (2, 0)])
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION sql_mode = ''")  # a lax session: 1 DIV 0 is NULL there
+
+    outcome = run(
+        "backfill_update", "testapp.SparseItem", "--set-expr", 'views=F("id") % F("views")'
+    )
+
+    assert outcome.returncode == 1, outcome
+    assert "testapp.SparseItem pk=2 was refused by the database" in outcome.error
+    assert list(SparseItem.objects.order_by("id").values_list("views", flat=True)) == [5, 0]
