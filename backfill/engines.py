@@ -27,22 +27,18 @@ import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Q, QuerySet
-from django.utils import timezone
 
-from backfill import events, recipes
+from backfill import events, ledger, recipes
 from backfill.conf import Options, get_setting
-from backfill.control import process_exists
-from backfill.control import this_process as identity
 from backfill.database import check_alias
 from backfill.deferred import pending_runs, recipe_of
 from backfill.exceptions import BadInput, ChunkFailed, Interrupted, RunBusy
-from backfill.models import Chunk, Run, RunRecipe, Worker
-from backfill.result import Result
+from backfill.models import Run, RunRecipe
+from backfill.result import Result, Tally
 from backfill.stopping import StopFlag
 from backfill.validation import NAME_LENGTH, check_options, free_connections
 
@@ -175,30 +171,16 @@ def hand_off(
     run does.
     """
     using = queryset.db
-    model = queryset.model
     handover = Handover.chosen(engine, queue, joiners, budget)
     _check_describable(queryset, options)
     check_options(Options(**options))
     run_options = {k: v for k, v in options.items() if k not in NOT_STORED}
     if save:
         run_options["save"] = True
-    fields = _loaded_fields(queryset, strategy, fields)
-    try:
-        recipe = recipes.build(
-            model_label=model._meta.label,
-            strategy=strategy,
-            set=set,
-            transform=transform,
-            fields=fields,
-            filter=filter,
-            exclude=exclude,
-            needs=None,
-            options=run_options,
-        )
-    except ValueError as exc:
-        detail = str(exc).replace("a deferred run", "a run handed to an engine")
-        raise BadInput(detail.replace("or defer=False", "or run it without engine=")) from None
-    recipes.validate(recipe, model, using)
+    parts = {"set": set, "transform": transform, "filter": filter, "exclude": exclude}
+    recipe = _recipe(
+        queryset, strategy, _loaded_fields(queryset, strategy, fields), parts, run_options
+    )
     _check_database(using, handover.joiners)
     recipe["engine"] = handover.as_data()
     name = options.get("name") or default_name(recipe)
@@ -211,6 +193,31 @@ def hand_off(
         reporter=reporter,
         stop=stop,
     )
+
+
+def _recipe(
+    queryset: QuerySet[Any],
+    strategy: str,
+    fields: Sequence[str] | None,
+    parts: Mapping[str, Any],
+    options: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The backfill as data (``set``, ``transform``, ``filter``, ``exclude`` in ``parts``),
+    checked against the model; BadInput when a part cannot be stored."""
+    try:
+        recipe = recipes.build(
+            model_label=queryset.model._meta.label,
+            strategy=strategy,
+            fields=fields,
+            needs=None,
+            options=options,
+            **parts,
+        )
+    except ValueError as exc:
+        detail = str(exc).replace("a deferred run", "a run handed to an engine")
+        raise BadInput(detail.replace("or defer=False", "or run it without engine=")) from None
+    recipes.validate(recipe, queryset.model, queryset.db)
+    return recipe
 
 
 def revive(
@@ -417,9 +424,7 @@ def _start(recipe: Mapping[str, Any], name: str, using: str, *, restart: bool) -
         )
     except Interrupted:
         # Until a joiner starts, the run waits for the engine: running, not stopped.
-        Run.objects.using(using).filter(name=name, status=Run.Status.STOPPED).update(
-            status=Run.Status.RUNNING, heartbeat_at=timezone.now()
-        )
+        ledger.awaiting_engine(name, using)
         return None
     return result
 
@@ -450,14 +455,13 @@ def join(name: str, using: str = DEFAULT_DB_ALIAS) -> str:
     run = Run.objects.using(using).filter(name=name).first()
     if run is None or run.status not in (Run.Status.RUNNING, Run.Status.STOPPED):
         return run.status if run is not None else "no run"
-    if not _enter(run, handover.joiners, using):
+    if not ledger.enter_joiner(run, handover.joiners, using):
         return "enough joiners"
-    host, pid = identity()
     try:
         recipes.run(stored.recipe, name=name, using=using, join=True, max_runtime=handover.budget)
         return "completed"
     except Interrupted:
-        if _budget_spent(run, using):
+        if ledger.after_budget(run, using):
             enqueue(handover, name, using, 1)
             return "handed over"
         return str(Run.objects.using(using).get(pk=run.pk).status)
@@ -466,58 +470,11 @@ def join(name: str, using: str = DEFAULT_DB_ALIAS) -> str:
         return "failed" if isinstance(exc, ChunkFailed) else "busy"
     except BadInput as exc:
         # The recipe no longer fits the model (a field renamed since): no joiner can work it.
-        Run.objects.using(using).filter(pk=run.pk).update(
-            status=Run.Status.FAILED, last_error=str(exc)
-        )
+        ledger.fail(run, using, str(exc))
         logger.error("Joiner of run %r: %s", name, exc)
         return "failed"
     finally:
-        Worker.objects.using(using).filter(run=run, host=host, pid=pid).delete()
-
-
-def _enter(run: Run, joiners: int, using: str) -> bool:
-    """Register this process as a worker of ``run`` unless ``joiners`` already work it.
-
-    Counted under the run's row lock, so two tasks delivered at once cannot both pass.
-    """
-    host, pid = identity()
-    lease = float(get_setting("LEASE_SECONDS"))
-    with transaction.atomic(using=using):
-        Run.objects.using(using).select_for_update().filter(pk=run.pk).get()
-        now = timezone.now()
-        live = [
-            worker
-            for worker in Worker.objects.using(using).filter(
-                run=run, heartbeat_at__gte=now - timedelta(seconds=lease)
-            )
-            if (worker.host, worker.pid) != (host, pid)
-            and not (worker.host == host and not process_exists(worker.pid))
-        ]
-        if len(live) >= joiners:
-            return False
-        Worker.objects.using(using).update_or_create(
-            run=run, host=host, pid=pid, defaults={"heartbeat_at": now}
-        )
-        return True
-
-
-def _budget_spent(run: Run, using: str) -> bool:
-    """After a joiner's budget ended: whether work remains, for a successor.
-
-    The Runner recorded the run as stopped, perhaps over another joiner's "completed": settle
-    it to completed when every chunk is planned and done, else back to running.
-    """
-    with transaction.atomic(using=using):
-        runs = Run.objects.using(using).select_for_update().filter(pk=run.pk)
-        state = runs.values("status", "planned_all").get()
-        if state["status"] not in (Run.Status.STOPPED, Run.Status.COMPLETED):
-            return False  # paused, cancelled or failed meanwhile
-        pending = Chunk.objects.using(using).filter(run=run, status=Chunk.Status.PENDING)
-        if state["planned_all"] and not pending.exists():
-            runs.update(status=Run.Status.COMPLETED, finished_at=timezone.now(), last_error="")
-            return False
-        runs.update(status=Run.Status.RUNNING)
-        return True
+        ledger.leave_joiner(run, using)
 
 
 # -- following a run --------------------------------------------------------------------------
@@ -541,34 +498,10 @@ def follow(
     flag = stop if stop is not None else StopFlag()
     started = clock()
     first = Run.objects.using(using).get(name=name)
-    base = seen = (first.rows_scanned, first.rows_changed, first.chunks_done)
-    while True:
-        run = Run.objects.using(using).get(name=name)
-        now = (run.rows_scanned, run.rows_changed, run.chunks_done)
-        if now[2] != seen[2]:
-            reporter(
-                events.ChunkDone(
-                    None,
-                    run.frontier,
-                    now[0] - seen[0],
-                    now[1] - seen[1],
-                    POLL_EVERY,
-                    run.batch_size,
-                    *now,
-                )
-            )
-            seen = now
-        status = run.status
-        ended = status in (
-            Run.Status.COMPLETED,
-            Run.Status.FAILED,
-            Run.Status.PAUSED,
-            Run.Status.CANCELLED,
-        )
-        if ended or flag:
-            break
-        sleep(POLL_EVERY)
-    elapsed = clock() - started
+    base = Tally(first.rows_scanned, first.rows_changed, first.chunks_done)
+    run = _until_ended(name, using, base, reporter, flag, sleep)
+    scanned, changed = run.rows_scanned - base.scanned, run.rows_changed - base.changed
+    done = Tally(scanned, changed, run.chunks_done - base.chunks)
 
     def result(state: str, message: str) -> Result:
         return Result(
@@ -577,20 +510,21 @@ def follow(
             strategy=run.strategy,
             database=using,
             status=state,
-            rows_scanned=now[0] - base[0],
-            rows_changed=now[1] - base[1],
-            chunks=now[2] - base[2],
-            elapsed=elapsed,
+            rows_scanned=done.scanned,
+            rows_changed=done.changed,
+            chunks=done.chunks,
+            elapsed=clock() - started,
             total_rows_scanned=run.rows_scanned,
             total_rows_changed=run.rows_changed,
             total_chunks=run.chunks_done,
             message=message,
         )
 
+    status = run.status
     if status == Run.Status.COMPLETED:
-        done = result("completed", f"Completed run {name!r}.")
-        reporter(events.Finished(done))
-        return done
+        completed = result("completed", f"Completed run {name!r}.")
+        reporter(events.Finished(completed))
+        return completed
     if status == Run.Status.FAILED:
         failed = result("failed", run.last_error or f"Run {name!r} failed.")
         reporter(events.Finished(failed))
@@ -606,3 +540,39 @@ def follow(
     interrupted = result(str(status), message)
     reporter(events.Finished(interrupted))
     raise Interrupted(message, result=interrupted)
+
+
+ENDED = (Run.Status.COMPLETED, Run.Status.FAILED, Run.Status.PAUSED, Run.Status.CANCELLED)
+
+
+def _until_ended(
+    name: str,
+    using: str,
+    base: Tally,
+    reporter: events.Reporter,
+    flag: StopFlag,
+    sleep: Callable[[float], None],
+) -> Run:
+    """Poll run ``name`` every POLL_EVERY seconds, reporting what its joiners committed,
+    until it ends or ``flag`` is set; the run as last read."""
+    seen = base
+    while True:
+        run = Run.objects.using(using).get(name=name)
+        if run.chunks_done != seen.chunks:
+            reporter(
+                events.ChunkDone(
+                    None,
+                    run.frontier,
+                    run.rows_scanned - seen.scanned,
+                    run.rows_changed - seen.changed,
+                    POLL_EVERY,
+                    run.batch_size,
+                    run.rows_scanned,
+                    run.rows_changed,
+                    run.chunks_done,
+                )
+            )
+            seen = Tally(run.rows_scanned, run.rows_changed, run.chunks_done)
+        if run.status in ENDED or flag:
+            return run
+        sleep(POLL_EVERY)

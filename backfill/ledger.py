@@ -19,12 +19,13 @@ from django.utils import timezone
 
 from backfill.chunk_book import ChunkBook, checkpoint_of
 from backfill.chunks import KeyPlanner
+from backfill.conf import get_setting
 from backfill.control import is_live, this_process
 from backfill.database import table_rows
 from backfill.exceptions import BadInput, RunBusy
 from backfill.identity import RunIdentity
+from backfill.models import Chunk, Run, RunWait, Worker
 from backfill.models import Chunk as ChunkRow
-from backfill.models import Run, RunWait, Worker
 from backfill.result import Tally
 
 
@@ -261,3 +262,68 @@ class Ledger:
             lowest_pending=lowest["lo"] if lowest is not None else None,
         )
         return self.planner.from_text(text)
+
+
+# -- joiners: the ledger's side of a run handed to a task engine (backfill.engines) -------------
+
+
+def awaiting_engine(name: str, using: str) -> None:
+    """A run just started for an engine waits for its joiners: running, not stopped."""
+    Run.objects.using(using).filter(name=name, status=Run.Status.STOPPED).update(
+        status=Run.Status.RUNNING, heartbeat_at=timezone.now()
+    )
+
+
+def enter_joiner(run: Run, joiners: int, using: str) -> bool:
+    """Register this process as a worker of ``run`` unless ``joiners`` already work it.
+
+    Counted under the run's row lock, so two tasks delivered at once cannot both pass.
+    """
+    host, pid = this_process()
+    lease = float(get_setting("LEASE_SECONDS"))
+    with transaction.atomic(using=using):
+        Run.objects.using(using).select_for_update().filter(pk=run.pk).get()
+        now = timezone.now()
+        live = [
+            worker
+            for worker in Worker.objects.using(using).filter(
+                run=run, heartbeat_at__gte=now - timedelta(seconds=lease)
+            )
+            if (worker.host, worker.pid) != (host, pid)
+            and is_live(worker, now, lease_seconds=lease)
+        ]
+        if len(live) >= joiners:
+            return False
+        Worker.objects.using(using).update_or_create(
+            run=run, host=host, pid=pid, defaults={"heartbeat_at": now}
+        )
+        return True
+
+
+def after_budget(run: Run, using: str) -> bool:
+    """After a joiner's budget ended: whether work remains, for a successor.
+
+    The Runner recorded the run as stopped, perhaps over another joiner's "completed": settle
+    it to completed when every chunk is planned and done, else back to running.
+    """
+    with transaction.atomic(using=using):
+        runs = Run.objects.using(using).select_for_update().filter(pk=run.pk)
+        state = runs.values("status", "planned_all").get()
+        if state["status"] not in (Run.Status.STOPPED, Run.Status.COMPLETED):
+            return False  # paused, cancelled or failed meanwhile
+        pending = Chunk.objects.using(using).filter(run=run, status=Chunk.Status.PENDING)
+        if state["planned_all"] and not pending.exists():
+            runs.update(status=Run.Status.COMPLETED, finished_at=timezone.now(), last_error="")
+            return False
+        runs.update(status=Run.Status.RUNNING)
+        return True
+
+
+def leave_joiner(run: Run, using: str) -> None:
+    host, pid = this_process()
+    Worker.objects.using(using).filter(run=run, host=host, pid=pid).delete()
+
+
+def fail(run: Run, using: str, error: str) -> None:
+    """Record a run no process can work any more (its recipe no longer fits the model)."""
+    Run.objects.using(using).filter(pk=run.pk).update(status=Run.Status.FAILED, last_error=error)
