@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import nox
@@ -94,7 +95,7 @@ def _tag(django: str, python: str, database: str) -> str:
 
 for _django, _python in COMBINATIONS:
     for _database in DATABASES:
-        nox.session(
+        cast(Any, nox.session)(
             name=f"tests-{_django}-py{_python}-{_database}",
             python=_python,
             tags=[_tag(_django, _python, _database), _database],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -29,6 +29,14 @@ from backfill import control, history, status
 from backfill.models import Run, RunWait, Worker
 
 T = TypeVar("T")
+# The admin's classes are generic to the type checker only: Django does not subscript them at
+# run time (django-stubs-ext's monkeypatch would, but a project need not install it).
+if TYPE_CHECKING:
+    RunAdminBase = admin.ModelAdmin[Run]
+    WorkerInlineBase = admin.TabularInline[Worker, Run]
+else:
+    RunAdminBase = admin.ModelAdmin
+    WorkerInlineBase = admin.TabularInline
 CONTROL_PERMISSION = "backfill.control_run"
 
 
@@ -66,7 +74,7 @@ def control_buttons(run: Run) -> SafeString | str:
     )
 
 
-class WorkerInline(admin.TabularInline):
+class WorkerInline(WorkerInlineBase):
     model = Worker
     extra = 0
     can_delete = False
@@ -130,7 +138,7 @@ RUN_SECTIONS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(RunAdminBase):
     list_display = [
         "name",
         "model_column",

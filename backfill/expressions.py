@@ -104,7 +104,7 @@ class Node:
         return self.value if hasattr(self.value, "resolve_expression") else Value(self.value)
 
 
-def field_kind(field: models.Field) -> str:
+def field_kind(field: models.Field[Any, Any]) -> str:
     if isinstance(field, models.ForeignKey):
         field = field.target_field
     family = _family(field)
@@ -515,7 +515,7 @@ def _family(field: Any) -> str | None:
 
 
 def _check_type(
-    model: type[models.Model], field: models.Field, value: Any, *, raw: str, using: str
+    model: type[models.Model], field: models.Field[Any, Any], value: Any, *, raw: str, using: str
 ) -> Any:
     """``value`` checked now against ``field``, so a type error is bad input, not a failed chunk.
 

@@ -18,7 +18,7 @@ LIST_LOOKUPS = {"in", "range"}
 RANGE_CHECKED = {"", "exact", "gt", "gte", "lt", "lte", "in", "range"}
 
 
-def _target(model: type[models.Model], lookup: str) -> tuple[models.Field | None, str]:
+def _target(model: type[models.Model], lookup: str) -> tuple[models.Field[Any, Any] | None, str]:
     """The field a lookup path ends on and the lookup applied to it (``""`` for exact)."""
     field: Any = None
     current: Any = model
@@ -35,7 +35,7 @@ def _target(model: type[models.Model], lookup: str) -> tuple[models.Field | None
     return field, ""
 
 
-def _check_range(field: models.Field, texts: list[str], *, option: str, raw: str) -> None:
+def _check_range(field: models.Field[Any, Any], texts: list[str], *, option: str, raw: str) -> None:
     """Whole numbers a column of this field could hold: a bigger one is refused on every
     backend alike (SQLite cannot even bind it; PostgreSQL would compare it as numeric).
     """

@@ -23,14 +23,14 @@ from django.db.models import Q
 from django.db.models.fields.composite import CompositePrimaryKey
 
 
-def fields_of(pk: models.Field) -> tuple[models.Field, ...]:
+def fields_of(pk: models.Field[Any, Any]) -> tuple[models.Field[Any, Any], ...]:
     """The columns of a primary key in index order: a composite key's fields, else itself."""
     if isinstance(pk, CompositePrimaryKey):
-        return tuple(cast("list[models.Field]", pk.fields))
+        return tuple(cast("list[models.Field[Any, Any]]", pk.fields))
     return (pk,)
 
 
-def key_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
+def key_fields(model: type[models.Model]) -> tuple[models.Field[Any, Any], ...]:
     """The fields holding ``model``'s primary key, in index order."""
     pk = model._meta.pk
     assert pk is not None
@@ -41,7 +41,7 @@ def is_composite(model: type[models.Model]) -> bool:
     return isinstance(model._meta.pk, CompositePrimaryKey)
 
 
-def parts(key: Any, fields: Sequence[models.Field]) -> tuple[Any, ...]:
+def parts(key: Any, fields: Sequence[models.Field[Any, Any]]) -> tuple[Any, ...]:
     """A key as one value per key column."""
     return tuple(key) if len(fields) > 1 else (key,)
 
@@ -60,14 +60,14 @@ def compare(columns: Sequence[str], op: str) -> str:
     return f"({', '.join(columns)}) {op} ({', '.join(['%s'] * len(columns))})"
 
 
-def to_python(fields: Sequence[models.Field], value: Any) -> Any:
+def to_python(fields: Sequence[models.Field[Any, Any]], value: Any) -> Any:
     """A key as the fields give it: one value, or a tuple for a composite key."""
     if len(fields) == 1:
         return fields[0].to_python(value)
     return tuple(f.to_python(v) for f, v in zip(fields, value, strict=True))
 
 
-def to_text(fields: Sequence[models.Field], value: Any) -> str | None:
+def to_text(fields: Sequence[models.Field[Any, Any]], value: Any) -> str | None:
     """A key as the ledger stores it: its text, or a JSON list for a composite key."""
     if value is None:
         return None
@@ -76,7 +76,7 @@ def to_text(fields: Sequence[models.Field], value: Any) -> str | None:
     return json.dumps([_plain(v) for v in to_python(fields, value)])
 
 
-def from_text(fields: Sequence[models.Field], text: str | None) -> Any:
+def from_text(fields: Sequence[models.Field[Any, Any]], text: str | None) -> Any:
     if text is None:
         return None
     return to_python(fields, json.loads(text) if len(fields) > 1 else text)

@@ -168,7 +168,8 @@ def serve(port: int, address: str | None = None) -> str:
         from prometheus_client import multiprocess
 
         registry = client.CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        # prometheus_client's multiprocess module has no annotations.
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registered()
     try:
         client.start_http_server(port, addr=address, registry=registry)

@@ -220,7 +220,9 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _column(field: models.Field, values: list[Any], connection: BaseDatabaseWrapper) -> list[Any]:
+def _column(
+    field: models.Field[Any, Any], values: list[Any], connection: BaseDatabaseWrapper
+) -> list[Any]:
     """One column's values as the JSON document carries them. Ints and strings of the exact
     field classes that store them as they are (``backfill.bulk.PASS_THROUGH``) go as JSON
     numbers and strings, encoded by ``json.dumps`` in C with no Python call per value (the
@@ -237,13 +239,13 @@ def _column(field: models.Field, values: list[Any], connection: BaseDatabaseWrap
     return [_plain(prep(value, connection)) for value in values]
 
 
-def _is_binary(field: models.Field, connection: BaseDatabaseWrapper) -> bool:
+def _is_binary(field: models.Field[Any, Any], connection: BaseDatabaseWrapper) -> bool:
     return (field.db_type(connection) or "").lower() in ("longblob", "blob", "mediumblob") or (
         field.get_internal_type() == "BinaryField"
     )
 
 
-def _key_type(field: models.Field, connection: BaseDatabaseWrapper) -> str:
+def _key_type(field: models.Field[Any, Any], connection: BaseDatabaseWrapper) -> str:
     key_type = str(field.rel_db_type(connection))  # the column type without AUTO_INCREMENT
     # MariaDB's native uuid cannot be a JSON_TABLE column's type.
     return "char(36)" if key_type == "uuid" else key_type
@@ -252,8 +254,8 @@ def _key_type(field: models.Field, connection: BaseDatabaseWrapper) -> str:
 def update_from_json(
     connection: BaseDatabaseWrapper,
     table: str,
-    key_fields: Sequence[models.Field],
-    fields: Sequence[models.Field],
+    key_fields: Sequence[models.Field[Any, Any]],
+    fields: Sequence[models.Field[Any, Any]],
     flagged: Sequence[bool],
     rows: Sequence[tuple[Any, dict[str, Any]]],
     bounds: tuple[str, list[Any]],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 from django.apps import apps
 from django.db import models
@@ -51,7 +52,7 @@ def label(model: type[models.Model]) -> str:
     return str(model._meta.label)
 
 
-def writable_field(model: type[models.Model], name: str, *, purpose: str) -> models.Field:
+def writable_field(model: type[models.Model], name: str, *, purpose: str) -> models.Field[Any, Any]:
     """A concrete, non-pk column of ``model`` that a backfill may write."""
     field = column_field(model, name, purpose=purpose)
     if not field.primary_key and field in keys.key_fields(model):
@@ -71,7 +72,7 @@ def writable_field(model: type[models.Model], name: str, *, purpose: str) -> mod
     return field
 
 
-def column_field(model: type[models.Model], name: str, *, purpose: str) -> models.Field:
+def column_field(model: type[models.Model], name: str, *, purpose: str) -> models.Field[Any, Any]:
     """A concrete column of ``model`` by name or attname (``author`` or ``author_id``)."""
     opts = model._meta
     for field in opts.concrete_fields:

@@ -13,12 +13,13 @@ from celery import shared_task
 from backfill import engines
 
 
-@shared_task(name="backfill.join_run", acks_late=True, ignore_result=True)
+# Celery ships no annotations for its decorators; the functions keep theirs.
+@shared_task(name="backfill.join_run", acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
 def join_run(name: str, using: str = "default") -> str:
     return engines.join(name, using)
 
 
-@shared_task(name="backfill.revive_stalled", ignore_result=True)
+@shared_task(name="backfill.revive_stalled", ignore_result=True)  # type: ignore[untyped-decorator]
 def revive_stalled(using: str = "default") -> list[str]:
     """The periodic check (a celery beat entry): hand every stalled run to its engine again."""
     return [result.name for result in engines.revive_stalled(using=using)]

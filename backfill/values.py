@@ -38,7 +38,7 @@ def split_assignment(text: str, *, option: str) -> tuple[str, str]:
     return name.strip(), value
 
 
-def clean_value(field: models.Field, value: Any, *, option: str, raw: str) -> Any:
+def clean_value(field: models.Field[Any, Any], value: Any, *, option: str, raw: str) -> Any:
     """Convert and validate ``value`` the way the field would, without touching the database."""
     if value is None:
         if not field.null:

@@ -522,7 +522,8 @@ def assert_done_chunks_hold_exactly_the_changed_rows(name: str) -> None:
     highs = [hi for hi, _ in done]
     for pk, hits in Counter.objects.values_list("pk", "hits").iterator(chunk_size=20_000):
         at = bisect.bisect_left(highs, pk)
-        inside = at < len(done) and (done[at][1] is None or pk > done[at][1])
+        low = done[at][1] if at < len(done) else None
+        inside = at < len(done) and (low is None or pk > low)
         assert hits == (1 if inside else 0), f"pk {pk} has hits {hits}, in a done chunk: {inside}"
 
 
@@ -670,4 +671,6 @@ def test_the_celery_beat_task_revives_stalled_runs(queue: str) -> None:
     assert revive_stalled() == ["lost"]
 
     assert redis.Redis.from_url(BROKER).llen(queue) == 4
-    assert Run.objects.get(name="lost").heartbeat_at > timezone.now() - timedelta(seconds=60)
+    heartbeat = Run.objects.get(name="lost").heartbeat_at
+    assert heartbeat is not None
+    assert heartbeat > timezone.now() - timedelta(seconds=60)

@@ -322,7 +322,8 @@ def check_set_expr(tree: Any, target: str) -> None:
     if outcome.returncode == 2:
         assert_refused_cleanly(outcome, before, snapshot(SparseItem))
         return
-    rows = list(SparseItem.objects.order_by("id").values("id", "name", "views"))
+    values = SparseItem.objects.order_by("id").values("id", "name", "views")
+    rows: list[dict[str, Any]] = [dict(row) for row in values]
     originals = [
         dict(zip(("id", "name", "views"), r[:3], strict=True)) for r in before.popitem()[1]
     ]

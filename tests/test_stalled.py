@@ -121,4 +121,6 @@ def test_with_nothing_stalled_the_periodic_check_says_so_and_changes_nothing() -
     outcome = run("backfill_enqueue", "--stalled")
     assert outcome.returncode == 0, outcome.error
     assert outcome.stdout == "No stalled runs in database 'default'.\n"
-    assert Run.objects.get().heartbeat_at < timezone.now() - timedelta(seconds=4)
+    heartbeat = Run.objects.get().heartbeat_at
+    assert heartbeat is not None
+    assert heartbeat < timezone.now() - timedelta(seconds=4)
