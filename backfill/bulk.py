@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from django.db import models
@@ -39,6 +40,20 @@ PASS_THROUGH: dict[type[models.Field], type] = {
     models.TextField: str,
     models.BooleanField: bool,
 }
+
+
+_values_of = itemgetter(1)
+
+
+def uniform_names(changes: Sequence[Change]) -> tuple[str, ...] | None:
+    """The attnames every change sets, when all set the same ones in the same order (a
+    transform that sets one column: the usual case); None when they differ.
+
+    One ``tuple`` per row built in C, so a chunk's columns can then be taken out with
+    ``itemgetter`` instead of a Python-level loop over its rows per column.
+    """
+    shapes = set(map(tuple, map(_values_of, changes)))
+    return shapes.pop() if len(shapes) == 1 else None
 
 
 def array_type(field: models.Field, connection: BaseDatabaseWrapper) -> str:
@@ -130,14 +145,15 @@ class BulkWriter:
         """
         if not changes:
             return 0
-        changed = {attname for _, values in changes for attname in values}
+        names = uniform_names(changes)
+        changed = names if names is not None else {a for _, values in changes for a in values}
         tables = _tables(self.model, list(changed))
         for table in tables:
             rows = changes
             if len(tables) > 1:
                 rows = [(pk, v) for pk, v in changes if any(f.attname in v for f in table.fields)]
             if rows:
-                self._write_table(table, rows, self._range(table, lo, hi))
+                self._write_table(table, rows, self._range(table, lo, hi), names)
         return len(changes)
 
     def statement_count(self, changes: Sequence[Change]) -> int:
@@ -146,10 +162,19 @@ class BulkWriter:
         return len(_tables(self.model, list(changed))) if changes else 0
 
     def _write_table(
-        self, table: _Table, rows: Sequence[Change], bounds: tuple[str, list[Any]]
+        self,
+        table: _Table,
+        rows: Sequence[Change],
+        bounds: tuple[str, list[Any]],
+        names: tuple[str, ...] | None = None,
     ) -> None:
-        fields = [f for f in table.fields if any(f.attname in values for _, values in rows)]
-        flagged = [not all(f.attname in values for _, values in rows) for f in fields]
+        if names is not None:
+            # Every row sets the same columns: no row keeps a column as it is.
+            fields = [f for f in table.fields if f.attname in names]
+            flagged = [False] * len(fields)
+        else:
+            fields = [f for f in table.fields if any(f.attname in values for _, values in rows)]
+            flagged = [not all(f.attname in values for _, values in rows) for f in fields]
         # unnest() flattens nested arrays, so array columns take the VALUES path instead.
         arrays = any((f.db_type(self.connection) or "").endswith("]") for f in fields)
         if is_postgres(self.connection) and not arrays:
@@ -255,14 +280,22 @@ class BulkWriter:
         names = table.key_names()
         for j, key_field in enumerate(table.key_fields):
             key_values = (
-                [pk for pk, _ in rows] if len(table.key_fields) == 1 else [pk[j] for pk, _ in rows]
+                list(map(itemgetter(0), rows))
+                if len(table.key_fields) == 1
+                else [pk[j] for pk, _ in rows]
             )
             array, placeholder = self._array(key_field, key_values)
             arrays.append(array)
             casts.append(f"{placeholder}::{key_field.db_type(conn)}[]")
+        dicts = list(map(_values_of, rows)) if not any(flagged) else None
         for i, field in enumerate(fields):
             attname = field.attname
-            array, placeholder = self._array(field, [values.get(attname) for _, values in rows])
+            column = (
+                list(map(itemgetter(attname), dicts))
+                if dicts is not None
+                else [values.get(attname) for _, values in rows]
+            )
+            array, placeholder = self._array(field, column)
             arrays.append(array)
             casts.append(f"{placeholder}::{array_type(field, conn)}[]")
             names.append(f'"_v{i}"')

@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -35,6 +36,7 @@ from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Q, QuerySet, Value
 from django.db.models.functions import Length
 
+from backfill.bulk import uniform_names
 from backfill.exceptions import ValueRejected
 
 # Text the database cannot store as given: a NUL, or half of a surrogate pair.
@@ -237,10 +239,15 @@ def check_changes(
     if not changes:
         return
     fields = {f.attname: f for f in model._meta.concrete_fields}
-    changed = dict.fromkeys(a for _, values in changes for a in values)
+    names = uniform_names(changes)
+    dicts = list(map(itemgetter(1), changes)) if names is not None else []
+    changed = names if names is not None else dict.fromkeys(a for _, v in changes for a in v)
     for attname in changed:
         field = fields[attname]
-        column = [values[attname] for _, values in changes if attname in values]
+        if names is not None:
+            column = list(map(itemgetter(attname), dicts))  # every row has it
+        else:
+            column = [values[attname] for _, values in changes if attname in values]
         if _batch_clean(field, column):
             continue
         check = column_check(field, connection)
