@@ -239,6 +239,7 @@ class Config:
     check: bool
     chart: bool
     sizes: tuple[int, ...] = ()
+    reuse: bool = False
 
     @property
     def chunk_flags(self) -> list[str]:
@@ -298,6 +299,11 @@ def parse_args(argv: Sequence[str]) -> Config:
         "--sizes",
         help="Scaling mode: comma-separated table sizes (e.g. 1000000,4000000,16000000); each "
         "is seeded and benchmarked in turn, then rows/s and peak RSS per size are charted.",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="Scaling mode: read a size's bench-<rows>.json from --out instead of running it.",
     )
     parser.add_argument(
         "--batch-size",
@@ -376,6 +382,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         check=args.check,
         chart=not args.no_chart,
         sizes=sizes,
+        reuse=args.reuse,
     )
 
 
@@ -954,6 +961,11 @@ def main(argv: Sequence[str]) -> int:
         )
         if config.sizes:
             print(f"\n# {rows:,} rows")
+        saved = config.out / f"bench-{rows}.json"
+        if config.reuse and saved.exists():
+            print(f"Reusing {_shown_path(saved)} (--reuse).")
+            reports.append(load_report(saved))
+            continue
         try:
             report = run_size(sized)
         except BenchFailed as exc:
@@ -971,6 +983,20 @@ def main(argv: Sequence[str]) -> int:
         print(f"{missed} target(s) missed.", file=sys.stderr)
         return 1
     return 0
+
+
+def load_report(path: Path) -> Report:
+    """A Report as ``show`` wrote it to JSON."""
+    data = json.loads(path.read_text())
+    results = []
+    for row in data.pop("results"):
+        row.pop("heap_growth", None)  # derived, not a field
+        row.setdefault("tree_rss_mb", row["peak_rss_mb"])
+        row.setdefault("processes", 1)
+        results.append(Measurement(**row))
+    targets = [Target(**t) for t in data.pop("targets")]
+    data.setdefault("library_rows", data["bulk_update_rows"])
+    return Report(**data, results=results, targets=targets)
 
 
 def run_size(config: Config) -> Report:
