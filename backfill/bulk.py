@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from django.db import models
@@ -25,7 +26,7 @@ Change = tuple[Any, dict[str, Any]]  # (pk, {attname: new value}); pk a tuple fo
 
 # Field classes whose database value is the Python value itself when it already has this type.
 # Exact classes only: a subclass (an encrypted CharField, say) may prepare values its own way.
-PASS_THROUGH: dict[type[models.Field], type] = {
+PASS_THROUGH: dict[type[models.Field[Any, Any]], type] = {
     models.AutoField: int,
     models.BigAutoField: int,
     models.SmallAutoField: int,
@@ -41,7 +42,21 @@ PASS_THROUGH: dict[type[models.Field], type] = {
 }
 
 
-def array_type(field: models.Field, connection: BaseDatabaseWrapper) -> str:
+_values_of = itemgetter(1)
+
+
+def uniform_names(changes: Sequence[Change]) -> tuple[str, ...] | None:
+    """The attnames every change sets, when all set the same ones in the same order (a
+    transform that sets one column: the usual case); None when they differ.
+
+    One ``tuple`` per row built in C, so a chunk's columns can then be taken out with
+    ``itemgetter`` instead of a Python-level loop over its rows per column.
+    """
+    shapes = set(map(tuple, map(_values_of, changes)))
+    return shapes.pop() if len(shapes) == 1 else None
+
+
+def array_type(field: models.Field[Any, Any], connection: BaseDatabaseWrapper) -> str:
     """The element type of a column's array parameter: the column's type without a length
     (``varchar(60)`` becomes ``varchar``), since an explicit cast to ``varchar(60)`` cuts
     longer text without a word; the assignment to the column then checks the length.
@@ -85,11 +100,11 @@ def text_array(values: Sequence[Any], kind: type) -> str:
 @dataclass(frozen=True)
 class _Table:
     name: str
-    pk: models.Field
-    fields: tuple[models.Field, ...]
+    pk: models.Field[Any, Any]
+    fields: tuple[models.Field[Any, Any], ...]
 
     @property
-    def key_fields(self) -> tuple[models.Field, ...]:
+    def key_fields(self) -> tuple[models.Field[Any, Any], ...]:
         """The key's columns: one, or a composite key's, each joined on."""
         return keys.fields_of(self.pk)
 
@@ -102,7 +117,7 @@ class _Table:
 
 def _tables(model: type[models.Model], attnames: Sequence[str]) -> list[_Table]:
     """Group changed fields by the table that stores them (MTI parents keep their own columns)."""
-    by_model: dict[type[models.Model], list[models.Field]] = {}
+    by_model: dict[type[models.Model], list[models.Field[Any, Any]]] = {}
     for field in model._meta.concrete_fields:
         if field.attname in attnames:
             owner = field.model._meta.concrete_model or field.model
@@ -130,14 +145,15 @@ class BulkWriter:
         """
         if not changes:
             return 0
-        changed = {attname for _, values in changes for attname in values}
+        names = uniform_names(changes)
+        changed = names if names is not None else {a for _, values in changes for a in values}
         tables = _tables(self.model, list(changed))
         for table in tables:
             rows = changes
             if len(tables) > 1:
                 rows = [(pk, v) for pk, v in changes if any(f.attname in v for f in table.fields)]
             if rows:
-                self._write_table(table, rows, self._range(table, lo, hi))
+                self._write_table(table, rows, self._range(table, lo, hi), names)
         return len(changes)
 
     def statement_count(self, changes: Sequence[Change]) -> int:
@@ -146,10 +162,19 @@ class BulkWriter:
         return len(_tables(self.model, list(changed))) if changes else 0
 
     def _write_table(
-        self, table: _Table, rows: Sequence[Change], bounds: tuple[str, list[Any]]
+        self,
+        table: _Table,
+        rows: Sequence[Change],
+        bounds: tuple[str, list[Any]],
+        names: tuple[str, ...] | None = None,
     ) -> None:
-        fields = [f for f in table.fields if any(f.attname in values for _, values in rows)]
-        flagged = [not all(f.attname in values for _, values in rows) for f in fields]
+        if names is not None:
+            # Every row sets the same columns: no row keeps a column as it is.
+            fields = [f for f in table.fields if f.attname in names]
+            flagged = [False] * len(fields)
+        else:
+            fields = [f for f in table.fields if any(f.attname in values for _, values in rows)]
+            flagged = [not all(f.attname in values for _, values in rows) for f in fields]
         # unnest() flattens nested arrays, so array columns take the VALUES path instead.
         arrays = any((f.db_type(self.connection) or "").endswith("]") for f in fields)
         if is_postgres(self.connection) and not arrays:
@@ -168,7 +193,7 @@ class BulkWriter:
                 self._write_values(table, fields, flagged, rows[start : start + step], bounds)
 
     def _assignments(
-        self, table: _Table, fields: Sequence[models.Field], flagged: Sequence[bool]
+        self, table: _Table, fields: Sequence[models.Field[Any, Any]], flagged: Sequence[bool]
     ) -> str:
         qn = self.qn
         parts = []
@@ -180,10 +205,10 @@ class BulkWriter:
             parts.append(f"{qn(str(field.column))} = {value}")
         return ", ".join(parts)
 
-    def _prep(self, field: models.Field, value: Any) -> Any:
+    def _prep(self, field: models.Field[Any, Any], value: Any) -> Any:
         return field.get_db_prep_save(value, self.connection)
 
-    def _array(self, field: models.Field, values: list[Any]) -> tuple[Any, str]:
+    def _array(self, field: models.Field[Any, Any], values: list[Any]) -> tuple[Any, str]:
         """One column's values as a single parameter, and its placeholder.
 
         Ints, strings and booleans that need no preparing go as the array's text form, built
@@ -243,7 +268,7 @@ class BulkWriter:
     def _write_postgres(
         self,
         table: _Table,
-        fields: Sequence[models.Field],
+        fields: Sequence[models.Field[Any, Any]],
         flagged: Sequence[bool],
         rows: Sequence[Change],
         bounds: tuple[str, list[Any]],
@@ -255,14 +280,22 @@ class BulkWriter:
         names = table.key_names()
         for j, key_field in enumerate(table.key_fields):
             key_values = (
-                [pk for pk, _ in rows] if len(table.key_fields) == 1 else [pk[j] for pk, _ in rows]
+                list(map(itemgetter(0), rows))
+                if len(table.key_fields) == 1
+                else [pk[j] for pk, _ in rows]
             )
             array, placeholder = self._array(key_field, key_values)
             arrays.append(array)
             casts.append(f"{placeholder}::{key_field.db_type(conn)}[]")
+        dicts = list(map(_values_of, rows)) if not any(flagged) else None
         for i, field in enumerate(fields):
             attname = field.attname
-            array, placeholder = self._array(field, [values.get(attname) for _, values in rows])
+            column = (
+                list(map(itemgetter(attname), dicts))
+                if dicts is not None
+                else [values.get(attname) for _, values in rows]
+            )
+            array, placeholder = self._array(field, column)
             arrays.append(array)
             casts.append(f"{placeholder}::{array_type(field, conn)}[]")
             names.append(f'"_v{i}"')
@@ -283,7 +316,7 @@ class BulkWriter:
     def _write_values(
         self,
         table: _Table,
-        fields: Sequence[models.Field],
+        fields: Sequence[models.Field[Any, Any]],
         flagged: Sequence[bool],
         rows: Sequence[Change],
         bounds: tuple[str, list[Any]],

@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -35,6 +36,7 @@ from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Q, QuerySet, Value
 from django.db.models.functions import Length
 
+from backfill.bulk import uniform_names
 from backfill.exceptions import ValueRejected
 
 # Text the database cannot store as given: a NUL, or half of a surrogate pair.
@@ -49,7 +51,7 @@ Check = Callable[[Any], "str | None"]
 # gives another type (5.5 for an IntegerField, a list for a CharField) would have it changed
 # by the field's conversion (int(5.5) is 5, str([1]) is "[1]"), so it is refused instead.
 # Subclasses (an encrypted or enum field) prepare values their own way and are not listed.
-STRICT_TYPES: dict[type[models.Field], tuple[type, ...]] = {
+STRICT_TYPES: dict[type[models.Field[Any, Any]], tuple[type, ...]] = {
     **{kind: (str,) for kind in (models.CharField, models.TextField, models.SlugField)},
     **{kind: (str,) for kind in (models.EmailField, models.URLField)},
     **{
@@ -86,7 +88,7 @@ def text_problem(value: str) -> str | None:
     return f"contains a lone surrogate {char!r} at position {found.start()} (not valid UTF-8)"
 
 
-def integer_range(field: models.Field) -> tuple[int, int] | None:
+def integer_range(field: models.Field[Any, Any]) -> tuple[int, int] | None:
     """The field's integer range, the same on every backend (PostgreSQL's column types)."""
     kind = field.get_internal_type()
     if kind in ("AutoField", "BigAutoField", "SmallAutoField"):
@@ -97,7 +99,7 @@ def integer_range(field: models.Field) -> tuple[int, int] | None:
     return bounds
 
 
-def _decimal_problem(field: models.DecimalField, value: Decimal) -> str | None:
+def _decimal_problem(field: models.DecimalField[Any, Any], value: Decimal) -> str | None:
     if not value.is_finite():
         return "is not a finite number"
     _sign, digits, exponent = value.as_tuple()
@@ -139,7 +141,7 @@ def _json_problem(field: models.JSONField, value: Any) -> str | None:
     return None
 
 
-def column_check(field: models.Field, connection: BaseDatabaseWrapper) -> Check:
+def column_check(field: models.Field[Any, Any], connection: BaseDatabaseWrapper) -> Check:
     """A function returning why a value cannot be written to ``field`` as given, or None."""
     max_length = field.max_length if isinstance(field, models.CharField) else None
     bounds = integer_range(field) if isinstance(field, models.IntegerField) else None
@@ -202,7 +204,7 @@ def column_check(field: models.Field, connection: BaseDatabaseWrapper) -> Check:
     return check
 
 
-def _batch_clean(field: models.Field, values: Sequence[Any]) -> bool:
+def _batch_clean(field: models.Field[Any, Any], values: Sequence[Any]) -> bool:
     """Whether a whole batch of values is known good without a per-value walk."""
     if not values:
         return True
@@ -223,7 +225,7 @@ def _batch_clean(field: models.Field, values: Sequence[Any]) -> bool:
     return False
 
 
-def _lengths_fit(field: models.Field, values: Sequence[str]) -> bool:
+def _lengths_fit(field: models.Field[Any, Any], values: Sequence[str]) -> bool:
     max_length = field.max_length if isinstance(field, models.CharField) else None
     return max_length is None or bool(max(map(len, values)) <= max_length)
 
@@ -237,10 +239,15 @@ def check_changes(
     if not changes:
         return
     fields = {f.attname: f for f in model._meta.concrete_fields}
-    changed = dict.fromkeys(a for _, values in changes for a in values)
+    names = uniform_names(changes)
+    dicts = list(map(itemgetter(1), changes)) if names is not None else []
+    changed = names if names is not None else dict.fromkeys(a for _, v in changes for a in v)
     for attname in changed:
         field = fields[attname]
-        column = [values[attname] for _, values in changes if attname in values]
+        if names is not None:
+            column = list(map(itemgetter(attname), dicts))  # every row has it
+        else:
+            column = [values[attname] for _, values in changes if attname in values]
         if _batch_clean(field, column):
             continue
         check = column_check(field, connection)
@@ -255,7 +262,7 @@ def check_changes(
 class Guard:
     """A check of an expression's result in SQL, run on a chunk's rows before its UPDATE."""
 
-    field: models.Field
+    field: models.Field[Any, Any]
     measure: Any  # the expression, or its Length for text
     refused: Q  # on the annotation ``_backfill_check``
     problem: str  # worded for the value found, e.g. "would be {} characters …"
@@ -330,7 +337,7 @@ def check_guards(queryset: QuerySet[Any], guards: Sequence[Guard]) -> None:
 
 
 def rejected(
-    model: type[models.Model], pk: Any, field: models.Field, value: Any, problem: str
+    model: type[models.Model], pk: Any, field: models.Field[Any, Any], value: Any, problem: str
 ) -> ValueRejected:
     return ValueRejected(
         f"{model._meta.label} pk={pk!r}: the new {field.name} {shown(value)} {problem}. "

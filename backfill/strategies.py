@@ -86,7 +86,7 @@ class IsDistinctFrom(Func):
         return f"NOT ({sql[0]} <=> {sql[1]})", params
 
 
-def holds_mutable(field: models.Field) -> bool:
+def holds_mutable(field: models.Field[Any, Any]) -> bool:
     """Whether the field's values can change in place (``obj.data["k"] = v``)."""
     return field.get_internal_type() in ("JSONField", "ArrayField", "HStoreField")
 
