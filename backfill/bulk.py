@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -129,6 +129,17 @@ def _tables(model: type[models.Model], attnames: Sequence[str]) -> list[_Table]:
     ]
 
 
+class TableWrite(NamedTuple):
+    """One table's part of a chunk's write: the columns it sets (``flagged``: set by only some
+    rows, the others keep theirs), the changed rows and the chunk's key bounds."""
+
+    table: _Table
+    fields: Sequence[models.Field[Any, Any]]
+    flagged: Sequence[bool]
+    rows: Sequence[Change]
+    bounds: tuple[str, list[Any]]
+
+
 class BulkWriter:
     """Writes ``(pk, {attname: value})`` changes of one model with as few statements as possible."""
 
@@ -178,7 +189,7 @@ class BulkWriter:
         # unnest() flattens nested arrays, so array columns take the VALUES path instead.
         arrays = any((f.db_type(self.connection) or "").endswith("]") for f in fields)
         if is_postgres(self.connection) and not arrays:
-            self._write_postgres(table, fields, flagged, rows, bounds)
+            self._write_postgres(TableWrite(table, fields, flagged, rows, bounds))
         elif mysql.is_mysql(self.connection):
             mysql.update_from_json(
                 self.connection, table.name, table.key_fields, fields, flagged, rows, bounds
@@ -190,7 +201,8 @@ class BulkWriter:
                 1, (query_param_limit(self.connection) - 2 * len(table.key_fields)) // per_row
             )
             for start in range(0, len(rows), step):
-                self._write_values(table, fields, flagged, rows[start : start + step], bounds)
+                batch = rows[start : start + step]
+                self._write_values(TableWrite(table, fields, flagged, batch, bounds))
 
     def _assignments(
         self, table: _Table, fields: Sequence[models.Field[Any, Any]], flagged: Sequence[bool]
@@ -265,14 +277,9 @@ class BulkWriter:
             params.extend(self._key_prep(table, hi))
         return sql, params
 
-    def _write_postgres(
-        self,
-        table: _Table,
-        fields: Sequence[models.Field[Any, Any]],
-        flagged: Sequence[bool],
-        rows: Sequence[Change],
-        bounds: tuple[str, list[Any]],
-    ) -> None:
+    def _write_postgres(self, write: TableWrite) -> None:
+        """One ``UPDATE … FROM unnest(arrays)``: each column's values as one typed array."""
+        table, fields, flagged, rows, bounds = write
         qn = self.qn
         conn = self.connection
         arrays: list[Any] = []
@@ -313,14 +320,9 @@ class BulkWriter:
         with self._binding_cursor() as cursor:
             cursor.execute(sql, [*arrays, *bound_params])
 
-    def _write_values(
-        self,
-        table: _Table,
-        fields: Sequence[models.Field[Any, Any]],
-        flagged: Sequence[bool],
-        rows: Sequence[Change],
-        bounds: tuple[str, list[Any]],
-    ) -> None:
+    def _write_values(self, write: TableWrite) -> None:
+        """One ``UPDATE … FROM (VALUES …)`` for the rows the backend's parameter limit allows."""
+        table, fields, flagged, rows, bounds = write
         qn = self.qn
         names = [*table.key_names(), *(f'"_v{i}"' for i in range(len(fields)))]
         names += [f'"_s{i}"' for i, flag in enumerate(flagged) if flag]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from typing import NoReturn
 
 from django.db import DatabaseError
@@ -47,29 +46,25 @@ class Endings:
 
     def bare(self, status: str, elapsed: float, message: str, done: Tally | None = None) -> Result:
         """A Result when the ledger cannot be read (the database is away)."""
-        done = done or Tally()
+        scanned, changed, chunks = (done or Tally()).counts()
+        identity = self.identity
         return Result(
-            name=self.name,
-            model=self.identity.model_label,
-            strategy=self.identity.strategy,
-            database=self.using,
-            status=status,
-            rows_scanned=done.scanned,
-            rows_changed=done.changed,
-            chunks=done.chunks,
-            elapsed=elapsed,
+            identity.name, identity.model_label, identity.strategy, self.using, status,
+            rows_scanned=scanned, rows_changed=changed, chunks=chunks, elapsed=elapsed,
             message=message,
-        )
+        )  # fmt: skip
 
     def result(self, status: str, done: Tally, elapsed: float, message: str) -> Result:
         """This call's Result with the run's totals and checkpoint, read from the ledger."""
         fresh = self.retried(self.ledger.refresh, self.run)
         checkpoint = None if fresh.status == Run.Status.COMPLETED else self.ledger.checkpoint(fresh)
-        return replace(
-            self.bare(status, elapsed, message, done),
-            total_rows_scanned=fresh.rows_scanned,
-            total_rows_changed=fresh.rows_changed,
-            total_chunks=fresh.chunks_done,
+        return Result.of_run(
+            fresh,
+            database=self.using,
+            status=status,
+            done=done,
+            elapsed=elapsed,
+            message=message,
             checkpoint=checkpoint,
         )
 

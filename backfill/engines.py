@@ -504,20 +504,9 @@ def follow(
     done = Tally(scanned, changed, run.chunks_done - base.chunks)
 
     def result(state: str, message: str) -> Result:
-        return Result(
-            name=name,
-            model=run.model_label,
-            strategy=run.strategy,
-            database=using,
-            status=state,
-            rows_scanned=done.scanned,
-            rows_changed=done.changed,
-            chunks=done.chunks,
-            elapsed=clock() - started,
-            total_rows_scanned=run.rows_scanned,
-            total_rows_changed=run.rows_changed,
-            total_chunks=run.chunks_done,
-            message=message,
+        elapsed = clock() - started
+        return Result.of_run(
+            run, database=using, status=state, done=done, elapsed=elapsed, message=message
         )
 
     status = run.status

@@ -44,6 +44,25 @@ class Result:
     message: str = ""
     plan: DryRunPlan | None = None
 
+    @classmethod
+    def of_run(
+        cls,
+        run: Any,
+        *,
+        database: str,
+        status: str,
+        done: Tally,
+        elapsed: float,
+        message: str,
+        checkpoint: Any = None,
+    ) -> Result:
+        """What this call did (``done``) and the run's totals, from its ledger row ``run``."""
+        totals = Tally(run.rows_scanned, run.rows_changed, run.chunks_done)
+        return cls(
+            run.name, run.model_label, run.strategy, database, status,
+            *done.counts(), elapsed, *totals.counts(), checkpoint, message,
+        )  # fmt: skip
+
     @property
     def rate(self) -> float:
         """Rows scanned per second in this call."""
@@ -69,6 +88,10 @@ class Tally:
     scanned: int = 0
     changed: int = 0
     chunks: int = 0
+
+    def counts(self) -> tuple[int, int, int]:
+        """(rows scanned, rows changed, chunks), in Result's field order."""
+        return self.scanned, self.changed, self.chunks
 
     def add(self, scanned: int, changed: int, chunks: int = 1) -> None:
         self.scanned += scanned
