@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 
-from backfill.chunks import Chunk
+from backfill.chunks import PlannedChunk
 from backfill.strategies import Strategy, key_range
 
 logger = logging.getLogger("backfill")
@@ -27,7 +27,7 @@ BUDGET_SECONDS = 120.0
 
 def failing_row(
     strategy: Strategy,
-    chunk: Chunk,
+    chunk: PlannedChunk,
     *,
     lock: bool,
     prepare: Callable[[], None] = lambda: None,
@@ -53,7 +53,7 @@ def failing_row(
         try:
             with transaction.atomic(using=using):
                 prepare()
-                strategy.process(Chunk(chunk.lo, keys[index], None, index + 1), lock=lock)
+                strategy.process(PlannedChunk(chunk.lo, keys[index], None, index + 1), lock=lock)
                 transaction.set_rollback(True, using=using)
         except DatabaseError as exc:
             if not connections[using].is_usable():

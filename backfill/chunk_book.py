@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from backfill.chunks import Chunk, ChunkWork, KeyPlanner
+from backfill.chunks import ChunkWork, KeyPlanner, PlannedChunk
 from backfill.models import Chunk as ChunkRow
 from backfill.models import Run
 
@@ -30,7 +30,7 @@ def checkpoint_of(frontier: str | None, *, pending: bool, lowest_pending: str | 
 
 @dataclass(frozen=True)
 class Claim:
-    chunk: Chunk | None
+    chunk: PlannedChunk | None
     requested: str = ""
 
 
@@ -76,7 +76,7 @@ class ChunkBook:
             self.no_pending = plan_inline and pending is None
         if pending is not None:
             return Claim(
-                Chunk(
+                PlannedChunk(
                     self.planner.from_text(pending["lo"]),
                     self.planner.from_text(pending["hi"]),
                     pending["id"],
@@ -115,7 +115,7 @@ class ChunkBook:
             runs.update(frontier=self.planner.to_text(planned.hi))
             return True
 
-    def split(self, chunk: Chunk) -> None:
+    def split(self, chunk: PlannedChunk) -> None:
         """Parallel mode, after a timeout: cut a pending chunk in two so the retry is smaller."""
         if chunk.id is None:
             return
@@ -142,7 +142,7 @@ class ChunkBook:
             row.rows_scanned = half
             row.save(using=self.using, update_fields=["hi", "rows_scanned"])
 
-    def complete(self, run: Run, chunk: Chunk, work: ChunkWork, seconds: float) -> None:
+    def complete(self, run: Run, chunk: PlannedChunk, work: ChunkWork, seconds: float) -> None:
         """In the chunk's transaction: record it done and advance the run's counters."""
         now = timezone.now()
         chunks = ChunkRow.objects.using(self.using)

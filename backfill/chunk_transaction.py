@@ -20,7 +20,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from backfill import database
 from backfill.bisection import failing_row
 from backfill.chunk_book import Claim
-from backfill.chunks import Chunk, ChunkWork
+from backfill.chunks import ChunkWork, PlannedChunk
 from backfill.claims import Claims
 from backfill.conf import Options
 from backfill.exceptions import BackfillError
@@ -80,7 +80,7 @@ class ChunkTransaction:
         # strategy reads rows into Python (an UPDATE locks the rows it writes by itself).
         self.lock = strategy.locks_rows and connection.features.has_select_for_update
         # The chunk being worked: kept after a failure, so the caller can name it.
-        self.chunk: Chunk | None = None
+        self.chunk: PlannedChunk | None = None
 
     @contextmanager
     def _session(self) -> Iterator[None]:
@@ -106,7 +106,7 @@ class ChunkTransaction:
                 self.ledger.chunks.complete(run, claim.chunk, work, self.clock() - started)
         return Worked(claim, work, self.clock() - started)
 
-    def refused_row(self, chunk: Chunk) -> tuple[Any, DatabaseError] | None:
+    def refused_row(self, chunk: PlannedChunk) -> tuple[Any, DatabaseError] | None:
         """After the chunk failed with an error not worth a retry: the row the database refused
         (its pk and error), found by working prefixes of the chunk in rolled-back transactions;
         None when no single row is to blame or it cannot be found."""

@@ -19,7 +19,7 @@ from backfill import keys
 
 
 @dataclass(frozen=True)
-class Chunk:
+class PlannedChunk:
     """The key range ``(lo, hi]``; ``lo`` None means from the start of the table."""
 
     lo: Any
@@ -121,7 +121,7 @@ class KeyPlanner:
             return None
         return KeyRange(self._key(edges[0]), self._key(edges[1]))
 
-    def next_chunk(self, lo: Any, end: Any, size: int) -> Chunk | None:
+    def next_chunk(self, lo: Any, end: Any, size: int) -> PlannedChunk | None:
         """The chunk after ``lo`` holding ``size`` keys (fewer at the end of the table)."""
         cond, params = self._range(lo, end)
         keys_sql = (
@@ -147,9 +147,9 @@ class KeyPlanner:
             row = cursor.fetchone()
         if row is None or not row[-1]:
             return None
-        return Chunk(lo, self._key(row), keys=int(row[-1]))
+        return PlannedChunk(lo, self._key(row), keys=int(row[-1]))
 
-    def midpoint(self, chunk: Chunk) -> Any | None:
+    def midpoint(self, chunk: PlannedChunk) -> Any | None:
         """A key that splits ``chunk`` in two halves, or None when it cannot be split."""
         cond, params = self._range(chunk.lo, chunk.hi)
         descending = ", ".join(f"{a} DESC" for a in self.aliases)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from backfill.chunk_book import Claim
-from backfill.chunks import Chunk
+from backfill.chunks import PlannedChunk
 from backfill.ledger import Ledger
 from backfill.models import Run
 
@@ -26,10 +26,10 @@ class Solo:
         """Nothing to plan outside the chunk's transaction: an empty claim is the end."""
         return False
 
-    def shrink(self, ledger: Ledger, chunk: Chunk | None) -> None:
+    def shrink(self, ledger: Ledger, chunk: PlannedChunk | None) -> None:
         """The next chunk is planned smaller by the pacer; nothing else to cut."""
 
-    def is_last(self, chunk: Chunk, end_key: Any) -> bool:
+    def is_last(self, chunk: PlannedChunk, end_key: Any) -> bool:
         return bool(chunk.hi == end_key)
 
 
@@ -43,11 +43,11 @@ class Shared:
         """Append a pending chunk to claim next; False when the whole range is planned."""
         return ledger.chunks.plan(run, size)
 
-    def shrink(self, ledger: Ledger, chunk: Chunk | None) -> None:
+    def shrink(self, ledger: Ledger, chunk: PlannedChunk | None) -> None:
         if chunk is not None:
             ledger.chunks.split(chunk)
 
-    def is_last(self, chunk: Chunk, end_key: Any) -> bool:
+    def is_last(self, chunk: PlannedChunk, end_key: Any) -> bool:
         # Other processes work the chunks around it: which one is last is not known here.
         return False
 

@@ -15,7 +15,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from backfill import database
-from backfill.chunks import Chunk, KeyPlanner
+from backfill.chunks import KeyPlanner, PlannedChunk
 from backfill.result import DryRunPlan
 from backfill.strategies import Strategy, key_range
 
@@ -47,7 +47,7 @@ def plan(strategy: Strategy, planner: KeyPlanner, size: int, *, exact: bool) -> 
 
 
 def _explain(
-    strategy: Strategy, chunk: Chunk | None, estimate: int, size: int
+    strategy: Strategy, chunk: PlannedChunk | None, estimate: int, size: int
 ) -> tuple[list[str], list[str]]:
     """The first chunk's plan, and a warning when it reads the whole table."""
     connection = connections[strategy.queryset.db]

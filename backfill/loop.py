@@ -13,7 +13,7 @@ from django.db import DatabaseError
 
 from backfill import database, events
 from backfill.chunk_transaction import ChunkTransaction, Worked
-from backfill.chunks import Chunk
+from backfill.chunks import PlannedChunk
 from backfill.conf import get_setting
 from backfill.context import StartedRun
 from backfill.exceptions import ChunkFailed, RowFailed, one_line
@@ -28,8 +28,8 @@ from backfill.vacuum import Vacuum
 logger = logging.getLogger("backfill")
 
 
-def chunk_name(chunk: Chunk | None) -> str:
-    return f"Chunk after pk {chunk.lo if chunk else '?'!r}"
+def chunk_name(chunk: PlannedChunk | None) -> str:
+    return f"PlannedChunk after pk {chunk.lo if chunk else '?'!r}"
 
 
 class ChunkLoop:
@@ -146,7 +146,7 @@ class ChunkLoop:
                 "Re-run the same command to resume.",
             )
 
-    def _retry_or_fail(self, exc: DatabaseError, chunk: Chunk | None) -> None:
+    def _retry_or_fail(self, exc: DatabaseError, chunk: PlannedChunk | None) -> None:
         """A chunk failed with a database error: retry it smaller after a backoff when the error
         is transient and retries are left; else fail the run (naming the row when it can)."""
         s = self.s
@@ -187,7 +187,7 @@ class ChunkLoop:
         self.s.endings.fail(message, self.done, self.started)
         raise ChunkFailed(message) from cause
 
-    def _fail_on_row(self, chunk: Chunk, error: DatabaseError) -> None:
+    def _fail_on_row(self, chunk: PlannedChunk, error: DatabaseError) -> None:
         """Raise RowFailed naming the row the database refused, when it can be found."""
         found = self.transaction.refused_row(chunk)
         if found is None:
@@ -203,7 +203,7 @@ class ChunkLoop:
         self.s.endings.fail(message, self.done, self.started)
         raise RowFailed(message, pk=pk) from error
 
-    def _record(self, worked: Worked, chunk: Chunk) -> None:
+    def _record(self, worked: Worked, chunk: PlannedChunk) -> None:
         """Count a committed chunk, report it, and do what follows one: heartbeat, VACUUM."""
         s = self.s
         self.done.add(chunk.keys, worked.work.rows_changed)

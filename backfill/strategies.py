@@ -21,7 +21,7 @@ from django.db.models.sql import UpdateQuery
 
 from backfill import keys, reading
 from backfill.bulk import BulkWriter, Change
-from backfill.chunks import Chunk, ChunkWork
+from backfill.chunks import ChunkWork, PlannedChunk
 from backfill.columns import check_changes, check_guards, expression_guards
 from backfill.exceptions import TransformFailed
 from backfill.transforms import Transform
@@ -52,11 +52,11 @@ class Strategy(Protocol):
     locks_rows: bool
     queryset: QuerySet[Any]
 
-    def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork: ...
+    def process(self, chunk: PlannedChunk, *, lock: bool) -> ChunkWork: ...
 
-    def preview(self, chunk: Chunk) -> list[PreviewRow]: ...
+    def preview(self, chunk: PlannedChunk) -> list[PreviewRow]: ...
 
-    def describe(self, chunk: Chunk | None) -> Description: ...
+    def describe(self, chunk: PlannedChunk | None) -> Description: ...
 
     def notes(self) -> list[str]: ...
 
@@ -108,7 +108,7 @@ def no_key_lock(using: str) -> bool:
     return bool(connections[using].features.has_select_for_no_key_update)
 
 
-def key_range(chunk: Chunk, model: type[models.Model] | None = None) -> Q:
+def key_range(chunk: PlannedChunk, model: type[models.Model] | None = None) -> Q:
     """The rows of ``chunk``; pass the ``model`` of a composite key (see ``keys.range_q``)."""
     if model is not None and keys.is_composite(model):
         return keys.range_q(model, chunk.lo, chunk.hi)
@@ -181,15 +181,15 @@ class UpdateStrategy:
     def _literal(self, name: str, value: Any) -> Value:
         return Value(value, output_field=self.model._meta.get_field(name))
 
-    def _chunk_qs(self, chunk: Chunk) -> QuerySet[Any]:
+    def _chunk_qs(self, chunk: PlannedChunk) -> QuerySet[Any]:
         return self.queryset.filter(key_range(chunk, self.model)).filter(self.differs)
 
-    def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
+    def process(self, chunk: PlannedChunk, *, lock: bool) -> ChunkWork:
         if self.guards:
             check_guards(self._chunk_qs(chunk), self.guards)
         return ChunkWork(None, self._chunk_qs(chunk).update(**self.values))
 
-    def preview(self, chunk: Chunk) -> list[PreviewRow]:
+    def preview(self, chunk: PlannedChunk) -> list[PreviewRow]:
         names = list(self.values)
         new = {
             f"_backfill_new_{n}": v
@@ -209,7 +209,7 @@ class UpdateStrategy:
             for row in rows
         ]
 
-    def describe(self, chunk: Chunk | None) -> Description:
+    def describe(self, chunk: PlannedChunk | None) -> Description:
         spec = set_spec(self.values)
         statements = []
         if chunk is not None:
@@ -225,7 +225,7 @@ class UpdateStrategy:
 
 
 def write_changes(
-    model: type[models.Model], using: str, changes: list[Change], chunk: Chunk
+    model: type[models.Model], using: str, changes: list[Change], chunk: PlannedChunk
 ) -> int:
     """Check every new value against its column, then write a chunk's changed rows in bulk
     (bounded by the chunk's keys); rows written. Raises ValueRejected naming the row.
@@ -250,7 +250,7 @@ class IterateStrategy:
         self.model = queryset.model
         self.concrete = {f.attname: f for f in self.model._meta.concrete_fields}
 
-    def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
+    def _chunk_qs(self, chunk: PlannedChunk, lock: bool) -> QuerySet[Any]:
         qs = self.queryset.filter(key_range(chunk, self.model)).order_by("pk")
         return qs.select_for_update(no_key=no_key_lock(qs.db)) if lock else qs
 
@@ -272,7 +272,7 @@ class IterateStrategy:
         )
 
     @contextmanager
-    def _instances(self, chunk: Chunk, lock: bool) -> Iterator[Iterator[models.Model]]:
+    def _instances(self, chunk: PlannedChunk, lock: bool) -> Iterator[Iterator[models.Model]]:
         """The chunk's instances. For a plain model they are built the way ``from_db`` would
         (same ``__dict__``, same ``_state``) without the cost of ``Model.__init__`` per row,
         which dominates a backfill's Python time, from rows read ahead in batches
@@ -303,7 +303,7 @@ class IterateStrategy:
             yield obj
 
     def _scan(
-        self, chunk: Chunk, lock: bool, limit: int | None = None, *, detail: bool = True
+        self, chunk: PlannedChunk, lock: bool, limit: int | None = None, *, detail: bool = True
     ) -> tuple[int, list[Any]]:
         """Run the transform over the chunk's instances: rows read, and ``(obj, pk, old, new)``
         per changed row (``new`` holds the changed attnames only), stopping after ``limit``.
@@ -376,7 +376,7 @@ class IterateStrategy:
             raise transform_failed(self.transform, self.model, pk, exc) from exc
         return read, changes
 
-    def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
+    def process(self, chunk: PlannedChunk, *, lock: bool) -> ChunkWork:
         read, changes = self._scan(chunk, lock, detail=self.save)
         if self.save:
             check_changes(
@@ -390,7 +390,7 @@ class IterateStrategy:
         written = [(pk, new) for _obj, pk, _old, new in changes]
         return ChunkWork(read, write_changes(self.model, self.queryset.db, written, chunk))
 
-    def preview(self, chunk: Chunk) -> list[PreviewRow]:
+    def preview(self, chunk: PlannedChunk) -> list[PreviewRow]:
         _read, changes = self._scan(chunk, False, limit=PREVIEW_ROWS)
         rows = []
         for _obj, pk, old, new in changes:
@@ -404,7 +404,7 @@ class IterateStrategy:
             )
         return rows
 
-    def describe(self, chunk: Chunk | None) -> Description:
+    def describe(self, chunk: PlannedChunk | None) -> Description:
         spec: dict[str, Any] = {"transform": self.transform.name, "save": self.save}
         if self.transform.values is not None:
             spec.update(set_spec(self.transform.values))
@@ -451,7 +451,7 @@ class CursorStrategy:
                 slot = (f.attname, positions.get(f.attname))
                 self.slots[f.name] = self.slots[f.attname] = slot
 
-    def _chunk_qs(self, chunk: Chunk, lock: bool) -> QuerySet[Any]:
+    def _chunk_qs(self, chunk: PlannedChunk, lock: bool) -> QuerySet[Any]:
         qs = self.queryset.filter(key_range(chunk, self.model)).order_by("pk")
         if lock:
             # NO KEY: the key never changes, so inserts referencing these rows are not blocked.
@@ -459,7 +459,7 @@ class CursorStrategy:
         return qs.values_list("pk", *(f.attname for f in self.fields))
 
     @contextmanager
-    def _rows(self, chunk: Chunk, lock: bool) -> Iterator[Iterator[Sequence[Any]]]:
+    def _rows(self, chunk: PlannedChunk, lock: bool) -> Iterator[Iterator[Sequence[Any]]]:
         """The chunk's rows as tuples, read ahead in batches (``backfill.reading``), with
         Django's converters only when a column has one (JSON, SQLite UUIDs…); no model
         instances.
@@ -478,7 +478,7 @@ class CursorStrategy:
             yield rows
 
     def _scan(
-        self, chunk: Chunk, lock: bool, limit: int | None = None, *, detail: bool = True
+        self, chunk: PlannedChunk, lock: bool, limit: int | None = None, *, detail: bool = True
     ) -> tuple[int, list[Any]]:
         """Run the transform over the chunk: rows read, and ``(pk, row, changes)`` per changed
         row (stopping after ``limit`` of them). The hot loop of the cursor strategy.
@@ -528,11 +528,11 @@ class CursorStrategy:
             raise transform_failed(self.transform, self.model, values[0], exc) from exc
         return read, changes
 
-    def process(self, chunk: Chunk, *, lock: bool) -> ChunkWork:
+    def process(self, chunk: PlannedChunk, *, lock: bool) -> ChunkWork:
         read, changes = self._scan(chunk, lock, detail=False)
         return ChunkWork(read, write_changes(self.model, self.queryset.db, changes, chunk))
 
-    def preview(self, chunk: Chunk) -> list[PreviewRow]:
+    def preview(self, chunk: PlannedChunk) -> list[PreviewRow]:
         _read, changes = self._scan(chunk, False, limit=PREVIEW_ROWS)
         return [
             PreviewRow(
@@ -543,7 +543,7 @@ class CursorStrategy:
             for pk, row, changed in changes
         ]
 
-    def describe(self, chunk: Chunk | None) -> Description:
+    def describe(self, chunk: PlannedChunk | None) -> Description:
         spec: dict[str, Any] = {
             "transform": self.transform.name,
             "fields": [f.name for f in self.fields],

@@ -19,8 +19,7 @@ from django.test.utils import CaptureQueriesContext
 
 import backfill
 from backfill import events
-from backfill.chunks import Chunk as PlannedChunk
-from backfill.chunks import KeyPlanner
+from backfill.chunks import KeyPlanner, PlannedChunk
 from backfill.exceptions import Interrupted
 from backfill.models import Chunk, Run
 from backfill.stopping import StopFlag
