@@ -109,6 +109,10 @@ NOT_RUN = {
     "docker compose run --rm web createsuperuser": "docker compose",
     "docker compose run --rm web seed_blogposts --rows 4000000 --truncate": "docker compose",
     "docker compose run --rm web backfill_iterate blog.BlogPost --only author": "docker compose",
+    ".venv/bin/py-spy record --idle -r 250 -f raw -o /tmp/cursor.spy -- .venv/bin/python"
+    " manage.py backfill_cursor blog.BlogPost --set author=x --only author --progress none": (
+        "py-spy, installed by the reader; scripts/profile_commands.py runs the profile"
+    ),
     # django.tasks: a worker of the reader's task backend, the reader's transform, cron.
     "python manage.py db_worker --queue-name backfill # on each worker host, N in all": (
         "django-tasks-db's worker; tests/test_task_engine.py runs real db_worker processes"
