@@ -187,21 +187,24 @@ def column_check(field: models.Field[Any, Any], connection: BaseDatabaseWrapper)
         except (ValidationError, ValueError, TypeError, OverflowError, ArithmeticError) as exc:
             reason = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             return f"cannot be stored in a {type(field).__name__} ({reason})"
-        if isinstance(field, models.DecimalField) and isinstance(prepared, Decimal):
-            return _decimal_problem(field, prepared)
-        if isinstance(prepared, float) and not math.isfinite(prepared):
-            return "is not a finite number"
-        if (
-            bounds is not None
-            and isinstance(prepared, int)
-            and not bounds[0] <= prepared <= bounds[1]
-        ):
-            return f"is outside the column's range {bounds[0]}..{bounds[1]}"
-        if isinstance(prepared, str):
-            return text_problem(prepared)
-        return None
+        return _prepared_problem(field, prepared, bounds)
 
     return check
+
+
+def _prepared_problem(
+    field: models.Field[Any, Any], prepared: Any, bounds: tuple[int, int] | None
+) -> str | None:
+    """Why a value as the field prepared it for the database cannot be stored, or None."""
+    if isinstance(field, models.DecimalField) and isinstance(prepared, Decimal):
+        return _decimal_problem(field, prepared)
+    if isinstance(prepared, float) and not math.isfinite(prepared):
+        return "is not a finite number"
+    if bounds is not None and isinstance(prepared, int) and not bounds[0] <= prepared <= bounds[1]:
+        return f"is outside the column's range {bounds[0]}..{bounds[1]}"
+    if isinstance(prepared, str):
+        return text_problem(prepared)
+    return None
 
 
 def _batch_clean(field: models.Field[Any, Any], values: Sequence[Any]) -> bool:

@@ -235,6 +235,11 @@ def write_changes(
     return BulkWriter(model, connection).write(changes, chunk.lo, chunk.hi)
 
 
+def _nothing(state: dict[str, Any]) -> tuple[()]:
+    """The values of no attnames."""
+    return ()
+
+
 class IterateStrategy:
     """Model instances through the ORM; changed rows written in one bulk statement per chunk."""
 
@@ -302,6 +307,36 @@ class IterateStrategy:
             obj._state.db = db
             yield obj
 
+    def _loaded(
+        self, obj: Any, key_attnames: set[str]
+    ) -> tuple[list[str], Callable[[dict[str, Any]], Any], bool]:
+        """From a chunk's first instance: the attnames it loaded (keys aside), a function taking
+        their values out of an instance's ``__dict__``, and whether any may hold a mutable value
+        (then the values before the transform are deep-copied)."""
+        deferred = obj.get_deferred_fields()
+        loaded = [a for a in self.concrete if a not in deferred and a not in key_attnames]
+        snapshot: Callable[[dict[str, Any]], Any] = itemgetter(*loaded) if loaded else _nothing
+        state = obj.__dict__
+        # By type, not by the first row's values: its JSON may be text or null.
+        mutable = any(
+            holds_mutable(self.concrete[a]) or isinstance(state[a], (dict, list)) for a in loaded
+        )
+        return loaded, snapshot, mutable
+
+    def _deferred_set(
+        self,
+        state: dict[str, Any],
+        loaded: list[str],
+        key_attnames: set[str],
+        old: dict[str, Any],
+        new: dict[str, Any],
+    ) -> None:
+        """The transform set a deferred field: a change, its old value unknown."""
+        for a in self.concrete:
+            if a in state and a not in loaded and a not in key_attnames and a not in new:
+                new[a] = state[a]
+                old[a] = "(not loaded)"
+
     def _scan(
         self, chunk: PlannedChunk, lock: bool, limit: int | None = None, *, detail: bool = True
     ) -> tuple[int, list[Any]]:
@@ -314,7 +349,7 @@ class IterateStrategy:
         func = self.transform.func
         changes: list[tuple[Any, Any, dict[str, Any] | None, dict[str, Any]]] = []
         loaded: list[str] = []
-        snapshot: Callable[[dict[str, Any]], Any] = lambda state: ()  # noqa: E731
+        snapshot: Callable[[dict[str, Any]], Any] = _nothing
         mutable = False
         read = 0
         pk = None
@@ -323,17 +358,7 @@ class IterateStrategy:
                 for obj in instances:
                     state = obj.__dict__
                     if not read:
-                        deferred = obj.get_deferred_fields()
-                        loaded = [
-                            a for a in self.concrete if a not in deferred and a not in key_attnames
-                        ]
-                        if loaded:
-                            snapshot = itemgetter(*loaded)
-                        # By type, not by the first row's values: its JSON may be text or null.
-                        mutable = any(
-                            holds_mutable(self.concrete[a]) or isinstance(state[a], (dict, list))
-                            for a in loaded
-                        )
+                        loaded, snapshot, mutable = self._loaded(obj, key_attnames)
                     read += 1
                     pk = key_of(state)
                     before = snapshot(state)
@@ -354,16 +379,7 @@ class IterateStrategy:
                     old = {a: v for a, v in zip(loaded, old_values, strict=True) if state[a] != v}
                     new = {a: state[a] for a in old}
                     if len(state) != width:
-                        # The transform set a deferred field: a change, its old value unknown.
-                        for a in self.concrete:
-                            if (
-                                a in state
-                                and a not in loaded
-                                and a not in key_attnames
-                                and a not in new
-                            ):
-                                new[a] = state[a]
-                                old[a] = "(not loaded)"
+                        self._deferred_set(state, loaded, key_attnames, old, new)
                     if new:
                         # The bulk path keeps only what it writes: less memory per chunk.
                         changes.append((obj, pk, old, new) if detail else (None, pk, None, new))
