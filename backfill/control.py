@@ -15,15 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from backfill.conf import get_setting
 from backfill.exceptions import BadInput
 from backfill.models import Run, Worker
-
-# Runs no process is working: cancelling them takes effect at once.
-IDLE = [Run.Status.PENDING, Run.Status.PAUSED, Run.Status.STOPPED, Run.Status.FAILED]
 
 
 def lease() -> float:
@@ -79,30 +76,19 @@ def _runs(runs: QuerySet[Run] | str, using: str) -> QuerySet[Run]:
 def pause(runs: QuerySet[Run] | str, by: str = "", *, using: str = DEFAULT_DB_ALIAS) -> int:
     """Ask the processes working these runs (a queryset, or one run's name) to pause after
     their current chunk. Returns how many runs were asked (running ones not asked already)."""
-    return (
-        _runs(runs, using)
-        .filter(status=Run.Status.RUNNING, requested="")
-        .update(requested=Run.Request.PAUSE, requested_by=by)
-    )
+    from backfill import ledger  # the ledger judges liveness with this module
+
+    return ledger.ask(_runs(runs, using), Run.Request.PAUSE, by)
 
 
 def cancel(runs: QuerySet[Run] | str, by: str = "", *, using: str = DEFAULT_DB_ALIAS) -> int:
     """Cancel these runs: ask a working process to stop, mark an idle run cancelled at once.
     A cancelled run does not resume; ``--restart`` starts it over. Returns how many."""
+    from backfill import ledger
+
     queryset = _runs(runs, using)
-    live = Worker.objects.filter(
-        run=OuterRef("pk"),
-        heartbeat_at__gte=timezone.now() - timedelta(seconds=lease()),
-    )
-    unfinished = queryset.exclude(status__in=[Run.Status.COMPLETED, Run.Status.CANCELLED])
-    idle = unfinished.filter(Q(status__in=IDLE) | Q(status=Run.Status.RUNNING) & ~Exists(live))
-    # ``requested`` is set too: a process that started the run at this very moment reads it
-    # before its next chunk and stops as cancelled.
-    now_cancelled = idle.update(
-        status=Run.Status.CANCELLED, requested=Run.Request.CANCEL, requested_by=by
-    )
-    asked = unfinished.filter(status=Run.Status.RUNNING).exclude(requested=Run.Request.CANCEL)
-    return now_cancelled + asked.update(requested=Run.Request.CANCEL, requested_by=by)
+    now_cancelled = ledger.cancel_idle(queryset, by, lease())
+    return now_cancelled + ledger.ask(queryset, Run.Request.CANCEL, by)
 
 
 def live_workers(run: Run, using: str = DEFAULT_DB_ALIAS) -> list[Worker]:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from backfill import recipes
+from backfill import ledger, recipes
 from backfill.database import check_alias, table_rows
 from backfill.exceptions import BadInput
 from backfill.models import Run, RunRecipe
@@ -64,37 +64,8 @@ def pending_command(
     return shlex.join(args)
 
 
-def record(
-    name: str, recipe: Mapping[str, Any], *, using: str, estimated_rows: int | None = None
-) -> tuple[Run, bool]:
-    """Record run ``name`` as pending with its recipe; an existing run is kept as it is.
-
-    Returns the run and whether it was created. A run that already exists (a migrate run again
-    after a later operation failed) keeps its status and progress.
-    """
-    with transaction.atomic(using=using):
-        run, created = Run.objects.using(using).get_or_create(
-            name=name,
-            defaults={
-                "status": Run.Status.PENDING,
-                "strategy": recipe["strategy"],
-                "model_label": recipe["model"],
-                "estimated_rows": estimated_rows,
-            },
-        )
-        kept = RunRecipe.objects.using(using)
-        if created:
-            # A recipe left by a deleted run of the same name describes nothing any more.
-            kept.update_or_create(name=name, defaults={"recipe": dict(recipe), "deferred": True})
-        else:
-            kept.get_or_create(name=name, defaults={"recipe": dict(recipe), "deferred": True})
-    return run, created
-
-
-def attach(name: str, recipe: Mapping[str, Any], *, using: str) -> None:
-    """Keep the recipe of a run worked inline, so it can be verified like a deferred one."""
-    if Run.objects.using(using).filter(name=name).exists():
-        RunRecipe.objects.using(using).get_or_create(name=name, defaults={"recipe": dict(recipe)})
+record = ledger.record_pending
+attach = ledger.keep_recipe
 
 
 def recipe_of(name: str, using: str = DEFAULT_DB_ALIAS) -> RunRecipe | None:

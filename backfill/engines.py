@@ -37,7 +37,7 @@ from backfill.conf import Options, get_setting
 from backfill.database import check_alias
 from backfill.deferred import pending_runs, recipe_of
 from backfill.exceptions import BadInput, ChunkFailed, Interrupted, RunBusy
-from backfill.models import Run, RunRecipe
+from backfill.models import Run
 from backfill.result import Result, Tally
 from backfill.stopping import StopFlag
 from backfill.validation import NAME_LENGTH, check_options, free_connections
@@ -322,7 +322,7 @@ def _hand_over(
     if result is not None:
         return result  # already completed: nothing to enqueue
     with transaction.atomic(using=using):
-        RunRecipe.objects.using(using).update_or_create(name=name, defaults={"recipe": recipe})
+        ledger.store_recipe(name, recipe, using)
         transaction.on_commit(lambda: enqueue(handover, name, using, handover.joiners), using=using)
     message = (
         f"Handed run {name!r} to {handover.engine}: {handover.joiners} joiner(s) of up to "

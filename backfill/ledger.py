@@ -9,12 +9,13 @@ so a worker that dies releases its chunk with its connection.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from backfill.chunk_book import ChunkBook, checkpoint_of
@@ -24,7 +25,7 @@ from backfill.control import is_live, this_process
 from backfill.database import table_rows
 from backfill.exceptions import BadInput, RunBusy
 from backfill.identity import RunIdentity
-from backfill.models import Chunk, Run, RunWait, Worker
+from backfill.models import Chunk, Run, RunRecipe, RunWait, Worker
 from backfill.models import Chunk as ChunkRow
 from backfill.result import Tally
 
@@ -327,3 +328,75 @@ def leave_joiner(run: Run, using: str) -> None:
 def fail(run: Run, using: str, error: str) -> None:
     """Record a run no process can work any more (its recipe no longer fits the model)."""
     Run.objects.using(using).filter(pk=run.pk).update(status=Run.Status.FAILED, last_error=error)
+
+
+# -- outside a run: what the operations, run control and the engines record -------------------
+
+
+def record_pending(
+    name: str, recipe: Mapping[str, Any], *, using: str, estimated_rows: int | None = None
+) -> tuple[Run, bool]:
+    """Record run ``name`` as pending with its recipe; an existing run is kept as it is.
+
+    Returns the run and whether it was created. A run that already exists (a migrate run again
+    after a later operation failed) keeps its status and progress.
+    """
+    with transaction.atomic(using=using):
+        run, created = Run.objects.using(using).get_or_create(
+            name=name,
+            defaults={
+                "status": Run.Status.PENDING,
+                "strategy": recipe["strategy"],
+                "model_label": recipe["model"],
+                "estimated_rows": estimated_rows,
+            },
+        )
+        kept = RunRecipe.objects.using(using)
+        if created:
+            # A recipe left by a deleted run of the same name describes nothing any more.
+            kept.update_or_create(name=name, defaults={"recipe": dict(recipe), "deferred": True})
+        else:
+            kept.get_or_create(name=name, defaults={"recipe": dict(recipe), "deferred": True})
+    return run, created
+
+
+def keep_recipe(name: str, recipe: Mapping[str, Any], *, using: str) -> None:
+    """Keep the recipe of a run worked inline, so it can be verified like a deferred one."""
+    if Run.objects.using(using).filter(name=name).exists():
+        RunRecipe.objects.using(using).get_or_create(name=name, defaults={"recipe": dict(recipe)})
+
+
+def store_recipe(name: str, recipe: Mapping[str, Any], using: str) -> None:
+    """Keep (or replace) the recipe of a run handed to an engine: its joiners rebuild it."""
+    RunRecipe.objects.using(using).update_or_create(name=name, defaults={"recipe": dict(recipe)})
+
+
+def forget_run(name: str, using: str) -> None:
+    """Drop run ``name`` (a migration's run in the other direction, which no longer holds)."""
+    Run.objects.using(using).filter(name=name).delete()
+
+
+def ask(runs: QuerySet[Run], request: str, by: str) -> int:
+    """Ask the processes working these running runs, not asked yet, to pause or cancel."""
+    asked = runs.filter(status=Run.Status.RUNNING)
+    if request == Run.Request.PAUSE:
+        asked = asked.filter(requested="")
+    else:
+        asked = asked.exclude(requested=Run.Request.CANCEL)
+    return asked.update(requested=request, requested_by=by)
+
+
+def cancel_idle(runs: QuerySet[Run], by: str, lease: float) -> int:
+    """Cancel at once the unfinished runs no live process works (nothing would read a request);
+    ``requested`` is set too: a process starting one at this very moment stops as cancelled."""
+    live = Worker.objects.filter(
+        run=OuterRef("pk"), heartbeat_at__gte=timezone.now() - timedelta(seconds=lease)
+    )
+    idle = runs.exclude(status__in=[Run.Status.COMPLETED, Run.Status.CANCELLED]).filter(
+        Q(status__in=IDLE) | Q(status=Run.Status.RUNNING) & ~Exists(live)
+    )
+    return idle.update(status=Run.Status.CANCELLED, requested=Run.Request.CANCEL, requested_by=by)
+
+
+# Runs no process is working: cancelling them takes effect at once.
+IDLE = [Run.Status.PENDING, Run.Status.PAUSED, Run.Status.STOPPED, Run.Status.FAILED]

@@ -18,7 +18,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.state import ProjectState
 from django.db.models import QuerySet
 
-from backfill import database, deferred, edge, events, recipes
+from backfill import database, deferred, edge, events, ledger, recipes
 from backfill.conf import get_setting
 from backfill.exceptions import BackfillError, BadInput, InsideTransaction
 from backfill.models import Run
@@ -122,7 +122,7 @@ class MigrationRun:
         if ledger_ready:
             # Once this direction runs, the other direction's run (completed or stopped)
             # no longer describes the data: re-applying after an unapply must run again.
-            Run.objects.using(alias).filter(name=other).delete()
+            ledger.forget_run(other, alias)
         rows = model._base_manager.using(alias)
         if not rows.exists():
             # A fresh database (a new checkout, the test database) has nothing to fill;
