@@ -29,7 +29,7 @@ logger = logging.getLogger("backfill")
 
 
 def chunk_name(chunk: PlannedChunk | None) -> str:
-    return f"PlannedChunk after pk {chunk.lo if chunk else '?'!r}"
+    return f"Chunk after pk {chunk.lo if chunk else '?'!r}"
 
 
 class ChunkLoop:
