@@ -121,7 +121,7 @@ def finished_tasks(queue: str, timeout: float = 20.0) -> Any:
     successor starting, when the run completes)."""
     tasks = DBTaskResult.objects.filter(queue_name=queue)
     deadline = time.monotonic() + timeout
-    while tasks.filter(finished_at__isnull=True).exists():
+    while tasks.exclude(status__in=("SUCCESSFUL", "FAILED")).exists():
         assert time.monotonic() < deadline, "a task never finished"
         time.sleep(0.1)
     return tasks
