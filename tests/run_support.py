@@ -7,17 +7,21 @@ chunk the ledger records as done.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 
 from backfill import events
-from backfill.models import Chunk, Run
+from backfill.exceptions import BadInput
+from backfill.models import Chunk, Run, Worker
 from tests.support import run
 from tests.testapp.models import Counter
 
@@ -28,6 +32,9 @@ skip_locked_only = pytest.mark.skipif(
 
 SLOW = "tests.transforms.count_hit_slowly"
 FAST = "tests.transforms.count_hit"
+# A run to watch while it works: 50-row chunks of 0.2 s each with SLOWLY in its environment.
+SLOW_RUN = ("backfill_iterate", "testapp.Counter", "--transform", SLOW, "--batch-size", "50")
+SLOWLY = {"BACKFILL_TEST_ROW_SECONDS": "0.004"}
 
 
 class FakeClock:
@@ -164,3 +171,68 @@ def kill(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
+
+
+def wait_for_run(
+    name: str, statuses: tuple[str, ...] = ("completed", "failed"), timeout: float = 90.0
+) -> tuple[Run, int]:
+    """Run ``name`` once its status is one of ``statuses``; and the most processes seen
+    working it at once (a task engine's joiners)."""
+    deadline = time.monotonic() + timeout
+    most = 0
+    while time.monotonic() < deadline:
+        most = max(most, Worker.objects.filter(run__name=name).count())
+        found = Run.objects.get(name=name)
+        if found.status in statuses:
+            return found, most
+        time.sleep(0.1)
+    raise AssertionError(f"run {name!r} still {found.status} after {timeout:g} s")
+
+
+class Workers:
+    """Worker processes of a task engine, each in its own process group with its output in a
+    log file of ``directory``; ``kill()`` ends every one of them with its children."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.directory = directory
+        self.name = name
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, argv: list[str], env: dict[str, str], cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = (self.directory / f"{self.name}{len(self.started)}.log").open("wb")
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started.append(process)
+        return process
+
+    def kill(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def assert_missing_engine_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, engine: str, blocked: list[str], module: str, extra: str
+) -> None:
+    """With the engine's packages ``blocked`` (importing them raises ImportError), handing a
+    run to ``engine`` is bad input naming the extra to install, and records nothing."""
+    import backfill
+
+    make_counters(10)
+    for name in blocked:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, f"backfill.{module}", raising=False)
+    monkeypatch.delattr(backfill, module, raising=False)
+    with pytest.raises(BadInput, match=rf"pip install 'django-backfill\[{extra}\]'"):
+        backfill.iterate(Counter.objects.all(), transform=FAST, engine=engine)
+    assert not Run.objects.exists()

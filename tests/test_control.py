@@ -10,7 +10,8 @@ from backfill.exceptions import BadInput
 from backfill.models import Run
 from tests.conftest import SpawnManage
 from tests.run_support import (
-    SLOW,
+    SLOW_RUN,
+    SLOWLY,
     assert_ledger_matches_data,
     call,
     chunks_done_at_least,
@@ -23,8 +24,7 @@ from tests.run_support import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-COMMAND = ("backfill_iterate", "testapp.Counter", "--transform", SLOW, "--batch-size", "50")
-SLOWLY = {"BACKFILL_TEST_ROW_SECONDS": "0.004"}  # 0.2 s per chunk of 50
+COMMAND = SLOW_RUN
 
 
 def test_backfill_runs_pauses_a_working_process_then_cancels_the_idle_run(

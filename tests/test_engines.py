@@ -29,10 +29,13 @@ from backfill.models import Chunk, Run, RunRecipe, Worker
 from tests.conftest import manage_env
 from tests.run_support import (
     FAST,
+    Workers,
     assert_every_row_once,
     assert_ledger_matches_data,
+    assert_missing_engine_says_what_to_install,
     make_counters,
     make_many_counters,
+    wait_for_run,
 )
 from tests.support import committing, postgres_only, run
 from tests.testapp.models import Counter
@@ -76,17 +79,16 @@ def celery_workers(
     django_db_url: str, queue: str, tmp_path: Path
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start ``celery worker`` processes on the test database, each in its own session."""
-    started: list[subprocess.Popen[bytes]] = []
+    workers = Workers(tmp_path, "worker")
 
     def start(
         concurrency: int = 2, row_seconds: float = 0.0, broker: str = BROKER
     ) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"worker{len(started)}.log").open("wb")
         env = manage_env(
             django_db_url,
             {"BACKFILL_TEST_BROKER": broker, "BACKFILL_TEST_ROW_SECONDS": str(row_seconds)},
         )
-        process = subprocess.Popen(
+        return workers.start(
             [
                 sys.executable,
                 "-m",
@@ -101,40 +103,19 @@ def celery_workers(
                 "--pool",
                 "prefork",
                 "-n",
-                f"{queue}-{len(started)}@%h",
+                f"{queue}-{len(workers.started)}@%h",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
                 "-l",
                 "info",
             ],
+            env,
             cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
-        started.append(process)
-        return process
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def wait_for(name: str, statuses: tuple[str, ...], timeout: float = 45.0) -> tuple[Run, int]:
-    """The run once its status is one of ``statuses``; and the most workers seen at once."""
-    deadline = time.monotonic() + timeout
-    most = 0
-    while time.monotonic() < deadline:
-        most = max(most, Worker.objects.filter(run__name=name).count())
-        found = Run.objects.get(name=name)
-        if found.status in statuses:
-            return found, most
-        time.sleep(0.2)
-    raise AssertionError(f"run {name!r} still {found.status} after {timeout:g} s")
+    workers.kill()
 
 
 def hand_off(queue: str, name: str, transform: str = FAST, **options: Any) -> Any:
@@ -253,13 +234,7 @@ def test_command_refuses_an_unknown_engine_with_exit_2() -> None:
 def test_without_celery_the_app_imports_and_the_engine_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    make_counters(10)
-    monkeypatch.setitem(sys.modules, "celery", None)  # import celery now raises ImportError
-    monkeypatch.delitem(sys.modules, "backfill.tasks", raising=False)
-    monkeypatch.delattr(backfill, "tasks", raising=False)
-    with pytest.raises(BadInput, match=r"pip install 'django-backfill\[celery\]'"):
-        backfill.iterate(Counter.objects.all(), transform=FAST, engine="celery")
-    assert not Run.objects.exists()
+    assert_missing_engine_says_what_to_install(monkeypatch, "celery", ["celery"], "tasks", "celery")
 
 
 # -- the hand-over and a joiner, in this process -------------------------------------------
@@ -319,7 +294,7 @@ def test_n_joiners_work_every_row_exactly_once(
     celery_workers(concurrency=3, row_seconds=0.001)
     result = hand_off(queue, "fleet", SLOW, joiners=3, budget=1.0)
     assert result.status == "queued"
-    finished, most = wait_for("fleet", ("completed", "failed"))
+    finished, most = wait_for_run("fleet", timeout=45.0)
     assert finished.status == "completed", finished.last_error
     assert_every_row_once()
     assert_ledger_matches_data(finished)
@@ -339,7 +314,7 @@ def test_a_task_delivered_twice_changes_nothing(
     hand_off(queue, "twice", SLOW, joiners=2, budget=30.0)
     handover = engines.Handover(engine="celery", queue=queue, joiners=2, budget=30.0)
     engines.enqueue(handover, "twice", "default", 2)  # every task a second time
-    finished, most = wait_for("twice", ("completed", "failed"))
+    finished, most = wait_for_run("twice", timeout=45.0)
     assert finished.status == "completed", finished.last_error
     assert_every_row_once()
     assert most <= 2
@@ -375,7 +350,7 @@ def test_a_worker_killed_mid_run_is_finished_by_a_new_one(
     revived = run("backfill_enqueue", "killed")
     assert revived.returncode == 0, revived.error
     assert "Handed run 'killed' to celery: 2 joiner(s)" in revived.stdout
-    finished, _ = wait_for("killed", ("completed", "failed"))
+    finished, _ = wait_for_run("killed", timeout=45.0)
     assert finished.status == "completed", finished.last_error
     assert_every_row_once()
     assert_ledger_matches_data(finished)
@@ -397,7 +372,7 @@ def test_a_pause_reaches_every_joiner_and_handing_over_again_resumes(
         assert time.monotonic() < deadline, "no chunk was done"
         time.sleep(0.1)
     request_pause(Run.objects.filter(name="paused"), by="ops")
-    paused, _ = wait_for("paused", ("paused",))
+    paused, _ = wait_for_run("paused", ("paused",))
     deadline = time.monotonic() + 10
     while Worker.objects.filter(run=paused).exists():  # every joiner left at its next chunk
         assert time.monotonic() < deadline, "a joiner kept working a paused run"
@@ -405,7 +380,7 @@ def test_a_pause_reaches_every_joiner_and_handing_over_again_resumes(
     assert paused.chunks_done < 20
     assert_ledger_matches_data(paused)
     assert hand_off(queue, "paused", SLOW, joiners=3, budget=60.0).status == "queued"
-    finished, _ = wait_for("paused", ("completed", "failed"))
+    finished, _ = wait_for_run("paused", timeout=45.0)
     assert finished.status == "completed", finished.last_error
     assert_every_row_once()
 
@@ -420,7 +395,7 @@ def test_a_transform_that_raises_fails_the_run_and_names_the_row(
     Counter.objects.filter(pk=pks[250]).update(name="poison")
     celery_workers(concurrency=2)
     hand_off(queue, "poisoned", "tests.transforms.count_hit_unless_poison", joiners=2)
-    finished, _ = wait_for("poisoned", ("completed", "failed"))
+    finished, _ = wait_for_run("poisoned", timeout=45.0)
     assert finished.status == "failed"
     assert f"row {pks[250]} is poisoned" in finished.last_error
     assert Counter.objects.get(pk=pks[250]).hits == 0
@@ -500,7 +475,7 @@ def test_pending_runs_of_deferred_migrations_are_handed_to_the_engine(
     assert "Handed run 'deferred counters' to celery: 2 joiner(s)" in outcome.stdout
     assert RunRecipe.objects.get(name="deferred counters").recipe["engine"]["queue"] == queue
     celery_workers(concurrency=2)
-    finished, _most = wait_for("deferred counters", ("completed", "failed"))
+    finished, _most = wait_for_run("deferred counters", timeout=45.0)
     assert finished.status == "completed", finished.last_error
     assert_every_row_once()
     assert run("backfill_pending").stdout.strip() == "No pending backfill runs."
@@ -553,7 +528,7 @@ def test_joiners_killed_at_random_then_revived_add_one_to_each_of_200k_rows(
     revived = run("backfill_enqueue", "chaos")  # the killed joiners' tasks are lost
     assert revived.returncode == 0, revived.error
 
-    finished, most = wait_for("chaos", ("completed", "failed"), timeout=120)
+    finished, most = wait_for_run("chaos", timeout=120)
 
     assert finished.status == "completed", f"seed {seed}: {finished.last_error}"
     assert not Counter.objects.exclude(hits=1).exists(), f"seed {seed}"
@@ -646,7 +621,7 @@ def test_a_broker_restarted_mid_run_loses_nothing_twice(
                 break
             time.sleep(0.2)
         engines.revive("restarted")  # what backfill_enqueue does; harmless if it completed
-        finished, most = wait_for("restarted", ("completed", "failed"), timeout=60)
+        finished, most = wait_for_run("restarted", timeout=60)
     finally:
         tests.celery_app.app.set_current()
     assert finished.status == "completed", finished.last_error

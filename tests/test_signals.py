@@ -14,7 +14,8 @@ import pytest
 from backfill.models import Run, Worker
 from tests.conftest import RunManage, SpawnManage
 from tests.run_support import (
-    SLOW,
+    SLOW_RUN,
+    SLOWLY,
     assert_chunks_tile,
     assert_every_row_once,
     assert_ledger_matches_data,
@@ -29,11 +30,7 @@ from tests.run_support import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROWS = 600
-COMMAND = (
-    "backfill_iterate", "testapp.Counter", "--transform", SLOW, "--batch-size", "50",
-    "--progress", "log",
-)  # fmt: skip
-SLOWLY = {"BACKFILL_TEST_ROW_SECONDS": "0.004"}  # 0.2 s per chunk of 50
+COMMAND = (*SLOW_RUN, "--progress", "log")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -12,7 +12,6 @@ with ``hits == 1``, with N joiners handing over to successors and with every tas
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,15 +29,18 @@ from django.utils import timezone
 import backfill
 from backfill import engines
 from backfill.exceptions import BadInput
-from backfill.models import Chunk, Run, RunRecipe, Worker
+from backfill.models import Chunk, Run, RunRecipe
 from tests.conftest import MANAGE_PY, manage_env
 from tests.run_support import (
     FAST,
     SLOW,
+    Workers,
     assert_every_row_once,
+    assert_missing_engine_says_what_to_install,
     make_counters,
     make_many_counters,
     skip_locked_only,
+    wait_for_run,
 )
 from tests.support import run
 from tests.testapp.models import Counter
@@ -69,11 +71,10 @@ def db_workers(
     django_db_url: str, queue: str, tmp_path: Path
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start django-tasks-db ``db_worker`` processes on the test database and this test's queue."""
-    started: list[subprocess.Popen[bytes]] = []
+    workers = Workers(tmp_path, "db_worker")
 
     def start(row_seconds: float = 0.0) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"db_worker{len(started)}.log").open("wb")
-        process = subprocess.Popen(
+        return workers.start(
             [
                 sys.executable,
                 str(MANAGE_PY),
@@ -85,35 +86,13 @@ def db_workers(
                 "--no-startup-delay",
                 "--no-reload",
                 "--worker-id",
-                f"{queue}-{len(started)}",
+                f"{queue}-{len(workers.started)}",
             ],
-            env=manage_env(django_db_url, {"BACKFILL_TEST_ROW_SECONDS": str(row_seconds)}),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            manage_env(django_db_url, {"BACKFILL_TEST_ROW_SECONDS": str(row_seconds)}),
         )
-        started.append(process)
-        return process
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def wait_for(name: str, timeout: float = 90.0) -> tuple[Run, int]:
-    """The run once it completed or failed; and the most joiners seen working it at once."""
-    deadline = time.monotonic() + timeout
-    most = 0
-    while time.monotonic() < deadline:
-        most = max(most, Worker.objects.filter(run__name=name).count())
-        found = Run.objects.get(name=name)
-        if found.status in ("completed", "failed"):
-            return found, most
-        time.sleep(0.1)
-    raise AssertionError(f"run {name!r} still {found.status} after {timeout:g} s")
+    workers.kill()
 
 
 def finished_tasks(queue: str, timeout: float = 20.0) -> Any:
@@ -223,14 +202,9 @@ def test_without_the_extras_the_app_imports_and_each_engine_says_what_to_install
 def test_without_django_tasks_the_tasks_engine_is_bad_input(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    make_counters(10)
-    for module in ["django.tasks", "django_tasks"]:
-        monkeypatch.setitem(sys.modules, module, None)
-    monkeypatch.delitem(sys.modules, "backfill.django_tasks", raising=False)
-    monkeypatch.delattr(backfill, "django_tasks", raising=False)
-    with pytest.raises(BadInput, match=r"pip install 'django-backfill\[tasks\]'"):
-        backfill.iterate(Counter.objects.all(), transform=FAST, engine="tasks")
-    assert not Run.objects.exists()
+    assert_missing_engine_says_what_to_install(
+        monkeypatch, "tasks", ["django.tasks", "django_tasks"], "django_tasks", "tasks"
+    )
 
 
 # -- real db_worker processes ------------------------------------------------------------------
@@ -267,7 +241,7 @@ def test_n_joiners_add_one_to_each_of_200k_rows_exactly_once(
     assert "Handed run 'fleet' to tasks: 2 joiner(s) of up to 0.5 s each" in outcome.stdout
     assert RunRecipe.objects.get(name="fleet").recipe["engine"]["engine"] == "tasks"
 
-    finished, most = wait_for("fleet")
+    finished, most = wait_for_run("fleet")
 
     assert finished.status == "completed", finished.last_error
     assert not Counter.objects.exclude(hits=1).exists()
@@ -304,7 +278,7 @@ def test_every_task_enqueued_twice_changes_nothing(
     handover = engines.Handover(engine="tasks", queue=queue, joiners=2, budget=30.0)
     engines.enqueue(handover, "twice", "default", 2)  # every task a second time
 
-    finished, most = wait_for("twice")
+    finished, most = wait_for_run("twice")
 
     assert finished.status == "completed", finished.last_error
     assert_every_row_once()
@@ -381,7 +355,7 @@ def test_a_stalled_run_is_revived_by_the_periodic_check_and_finished(
     assert status_of("lost") == "queued"
     assert run("backfill_enqueue", "--stalled").stdout == "No stalled runs in database 'default'.\n"
     db_workers()
-    finished, _ = wait_for("lost")
+    finished, _ = wait_for_run("lost")
     assert finished.status == "completed", finished.last_error
     assert_every_row_once()
 

@@ -18,6 +18,8 @@ from tests.conftest import RunManage, SpawnManage
 from tests.run_support import (
     FAST,
     SLOW,
+    SLOW_RUN,
+    SLOWLY,
     assert_chunks_tile,
     assert_every_row_once,
     assert_ledger_matches_data,
@@ -35,8 +37,7 @@ from tests.testapp.models import Counter
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-COMMAND = ("backfill_iterate", "testapp.Counter", "--transform", SLOW, "--batch-size", "50")
-SLOWLY = {"BACKFILL_TEST_ROW_SECONDS": "0.004"}  # 0.2 s per chunk of 50
+COMMAND = SLOW_RUN
 
 
 @sqlite_only
