@@ -45,6 +45,13 @@ PASS_THROUGH: dict[type[models.Field[Any, Any]], type] = {
 _values_of = itemgetter(1)
 
 
+class Unknown:
+    """``names`` not worked out yet: the callee works them out (``uniform_names``)."""
+
+
+UNKNOWN = Unknown()
+
+
 def uniform_names(changes: Sequence[Change]) -> tuple[str, ...] | None:
     """The attnames every change sets, when all set the same ones in the same order (a
     transform that sets one column: the usual case); None when they differ.
@@ -148,7 +155,13 @@ class BulkWriter:
         self.connection = connection
         self.qn = connection.ops.quote_name
 
-    def write(self, changes: Sequence[Change], lo: Any = None, hi: Any = None) -> int:
+    def write(
+        self,
+        changes: Sequence[Change],
+        lo: Any = None,
+        hi: Any = None,
+        names: tuple[str, ...] | Unknown | None = UNKNOWN,
+    ) -> int:
         """Write the changes; returns the number of rows written. Runs in the caller's transaction.
 
         ``lo``/``hi`` bound the keys, ``(lo, hi]``: they let PostgreSQL find the rows through a
@@ -156,7 +169,8 @@ class BulkWriter:
         """
         if not changes:
             return 0
-        names = uniform_names(changes)
+        if isinstance(names, Unknown):
+            names = uniform_names(changes)
         changed = names if names is not None else {a for _, values in changes for a in values}
         tables = _tables(self.model, list(changed))
         for table in tables:

@@ -36,7 +36,7 @@ from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Q, QuerySet, Value
 from django.db.models.functions import Length
 
-from backfill.bulk import uniform_names
+from backfill.bulk import UNKNOWN, Unknown, uniform_names
 from backfill.exceptions import ValueRejected
 
 # Text the database cannot store as given: a NUL, or half of a surrogate pair.
@@ -237,12 +237,15 @@ def check_changes(
     model: type[models.Model],
     connection: BaseDatabaseWrapper,
     changes: Sequence[tuple[Any, dict[str, Any]]],
+    names: tuple[str, ...] | Unknown | None = UNKNOWN,
 ) -> None:
-    """Raise ValueRejected for the first ``(pk, {attname: value})`` a column cannot hold."""
+    """Raise ValueRejected for the first ``(pk, {attname: value})`` a column cannot hold.
+    ``names``: ``uniform_names(changes)`` when the caller has it already."""
     if not changes:
         return
     fields = {f.attname: f for f in model._meta.concrete_fields}
-    names = uniform_names(changes)
+    if isinstance(names, Unknown):
+        names = uniform_names(changes)
     dicts = list(map(itemgetter(1), changes)) if names is not None else []
     changed = names if names is not None else dict.fromkeys(a for _, v in changes for a in v)
     for attname in changed:

@@ -20,7 +20,7 @@ from django.db.models.base import ModelState
 from django.db.models.sql import UpdateQuery
 
 from backfill import keys, reading
-from backfill.bulk import BulkWriter, Change
+from backfill.bulk import BulkWriter, Change, uniform_names
 from backfill.chunks import ChunkWork, PlannedChunk
 from backfill.columns import check_changes, check_guards, expression_guards
 from backfill.exceptions import TransformFailed
@@ -231,8 +231,9 @@ def write_changes(
     (bounded by the chunk's keys); rows written. Raises ValueRejected naming the row.
     """
     connection = connections[using]
-    check_changes(model, connection, changes)
-    return BulkWriter(model, connection).write(changes, chunk.lo, chunk.hi)
+    names = uniform_names(changes)  # worked out once for the checks and the write
+    check_changes(model, connection, changes, names)
+    return BulkWriter(model, connection).write(changes, chunk.lo, chunk.hi, names)
 
 
 def _nothing(state: dict[str, Any]) -> tuple[()]:
