@@ -296,13 +296,15 @@ def test_a_run_paused_in_the_admin_exits_3_and_resumes_to_completion(
         "--name=slow counters",
         "--progress=none",
     ]
+    # Logged in before the run starts: on SQLite a write racing the run's chunk can meet
+    # "database is locked" (a read transaction cannot take the write lock another holds).
+    controller = client_for(staff("ops", "view_run", "control_run"))
     process = spawn_manage(*command, "--sleep=0.2")
     wait_for(
         lambda: Run.objects.filter(name="slow counters", chunks_done__gte=2).exists(),
         "the run's second chunk",
         timeout=60.0,
     )
-    controller = client_for(staff("ops", "view_run", "control_run"))
 
     response = controller.post(pause_url(Run.objects.get(name="slow counters")))
 
