@@ -21,7 +21,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from backfill import ledger, recipes
+from backfill import recipes
 from backfill.database import check_alias, table_rows
 from backfill.exceptions import BadInput
 from backfill.models import Run, RunRecipe
@@ -62,10 +62,6 @@ def pending_command(
     if using != DEFAULT_DB_ALIAS:
         args += ["--database", using]
     return shlex.join(args)
-
-
-record = ledger.record_pending
-attach = ledger.keep_recipe
 
 
 def recipe_of(name: str, using: str = DEFAULT_DB_ALIAS) -> RunRecipe | None:

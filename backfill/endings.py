@@ -36,13 +36,16 @@ class Endings:
         clock: Callable[[], float],
     ) -> None:
         self.identity = identity
-        self.name = identity.name
         self.using = using
         self.ledger = ledger
         self.run = run
         self.retried = retried
         self.report = report
         self.clock = clock
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
 
     def bare(self, status: str, elapsed: float, message: str, done: Tally | None = None) -> Result:
         """A Result when the ledger cannot be read (the database is away)."""

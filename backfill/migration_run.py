@@ -163,7 +163,7 @@ class MigrationRun:
         finally:
             if recipe is not None:
                 # Verification (RequireBackfill, backfill_verify) rebuilds the run from it.
-                deferred.attach(name, recipe, using=alias)
+                ledger.keep_recipe(name, recipe, using=alias)
 
     def _recipe(self, app_label: str) -> dict[str, Any]:
         try:
@@ -184,7 +184,7 @@ class MigrationRun:
     def _record(
         self, name: str, recipe: dict[str, Any], model: type[models.Model], alias: str, rows: int
     ) -> None:
-        run, created = deferred.record(name, recipe, using=alias, estimated_rows=rows)
+        run, created = ledger.record_pending(name, recipe, using=alias, estimated_rows=rows)
         if run.status == Run.Status.COMPLETED:
             message = f"Run {name!r} already completed; nothing to do."
         else:

@@ -295,11 +295,3 @@ def run_options(values: Mapping[str, Any]) -> dict[str, Any]:
                 "or leave it out."
             )
     return {k: v for k, v in values.items() if k not in ENGINE_KEYWORDS}
-
-
-def check(values: Mapping[str, Any]) -> None:
-    """Every run option in ``values`` (API keywords) in range, in the API's words."""
-    for name, value in values.items():
-        option = BY_NAME.get(name)
-        if option is not None:
-            option.check(value)

@@ -49,7 +49,7 @@ from django.core.management import CommandError, call_command, get_commands, loa
 from django.core.management.base import CommandParser
 from django.db import DEFAULT_DB_ALIAS, connection
 
-from backfill import deferred
+from backfill import deferred, ledger
 from tests.support import committing, run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +141,7 @@ def record_the_deferred_run() -> None:
     """What the `migrate` shown just before did: 0006 recorded 'blog: BlogPost.status' pending."""
     recipe = deferred.declared_recipe(STATUS)
     assert recipe is not None
-    deferred.record(STATUS, recipe, using=DEFAULT_DB_ALIAS, estimated_rows=5000)
+    ledger.record_pending(STATUS, recipe, using=DEFAULT_DB_ALIAS, estimated_rows=5000)
 
 
 # The state a line not run would have left, set up before the line that needs it.

@@ -23,7 +23,7 @@ import pytest
 from django.utils import timezone
 
 import backfill
-from backfill import engines
+from backfill import engines, ledger
 from backfill.exceptions import BadInput
 from backfill.models import Chunk, Run, RunRecipe, Worker
 from tests.conftest import manage_env
@@ -453,7 +453,7 @@ def test_wait_follows_the_run_and_exits_like_a_local_run(
 def test_pending_runs_of_deferred_migrations_are_handed_to_the_engine(
     queue: str, celery_workers: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
-    from backfill import deferred, recipes
+    from backfill import recipes
 
     make_counters(1000)
     recipe = recipes.build(
@@ -467,7 +467,7 @@ def test_pending_runs_of_deferred_migrations_are_handed_to_the_engine(
         needs=None,
         options={},
     )
-    deferred.record("deferred counters", recipe, using="default")
+    ledger.record_pending("deferred counters", recipe, using="default")
 
     outcome = run("backfill_pending", "--engine", "celery", "--queue", queue, "--joiners", "2")
 
