@@ -605,11 +605,13 @@ def _memory_kb(pid: int) -> tuple[int, int]:
 def run_process(argv: list[str], env: dict[str, str], poll: float = 0.05) -> Process:
     """Run argv; return its exit code, wall and CPU seconds, peak RSS, stdout and stderr.
 
-    ``os.wait4`` gives the rusage of exactly this child, so its ``ru_maxrss`` is this
-    strategy's peak and not the largest of all children so far (as RUSAGE_CHILDREN would be).
-    Worker processes (``--workers``) are children of a fork server, not of the command, so
-    their memory is read from /proc while the command runs: each one's ``VmHWM`` (its own
-    peak, kept by the kernel) and the sum of ``VmRSS`` over all of them at each poll.
+    Every process's peak is its ``VmHWM`` (kept by the kernel), read from /proc while the
+    command runs: the command's own and, with ``--workers``, those of the fork server's
+    children, with the sum of ``VmRSS`` over all of them at each poll. ``ru_maxrss`` from
+    ``os.wait4`` is only the fallback for a command that ended before the first poll: Linux
+    carries the parent's high-water mark into a child it spawns (the address space the child
+    starts in is the parent's until ``exec``), so once this script holds more memory than a
+    command (matplotlib, after the first chart) ``ru_maxrss`` reports the script's size.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
@@ -630,8 +632,7 @@ def run_process(argv: list[str], env: dict[str, str], poll: float = 0.05) -> Pro
             time.sleep(poll)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
-        # ru_maxrss covers the command and the children it waited for, to its very end.
-        largest_kb = max([usage.ru_maxrss, *peaks.values()])
+        largest_kb = max(peaks.values()) if peaks else usage.ru_maxrss
         out.seek(0)
         err.seek(0)
         return Process(
@@ -639,7 +640,7 @@ def run_process(argv: list[str], env: dict[str, str], poll: float = 0.05) -> Pro
             wall,
             usage.ru_utime + usage.ru_stime,
             largest_kb / 1024,
-            max(tree_kb, usage.ru_maxrss) / 1024,
+            max(tree_kb, largest_kb) / 1024,
             len(peaks | {proc.pid: 0}),
             out.read(),
             err.read(),
