@@ -85,8 +85,10 @@ def ansi(sql: str) -> str:
 
 
 def updates_of(queries: Iterable[dict[str, Any]], table: str) -> list[str]:
-    """Captured ``UPDATE`` statements that write ``table`` (quoted or not)."""
+    """Captured ``UPDATE`` statements that write ``table`` (quoted or not, after a MySQL
+    optimizer hint or not)."""
     pattern = re.compile(
-        rf'^\s*(WITH .*?\)\s*)?UPDATE\s+["`]?{re.escape(table)}["`]?\s', re.I | re.S
+        rf'^\s*(WITH .*?\)\s*)?UPDATE\s+(/\*\+.*?\*/\s*)?["`]?{re.escape(table)}["`]?\s',
+        re.I | re.S,
     )
     return [q["sql"] for q in queries if pattern.match(q["sql"])]

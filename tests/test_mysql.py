@@ -11,12 +11,14 @@ import time
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 import backfill
-from backfill import events
+from backfill import events, mysql
+from backfill.bulk import BulkWriter
 from backfill.mysql import transient_reason
+from example_site.blog.models import BlogPost
 from tests.conftest import database_url
 from tests.run_support import FakeClock, Recorder, make_counters
 from tests.support import run
@@ -370,3 +372,52 @@ def test_a_zero_divisor_fails_even_when_the_session_would_give_null() -> None:
     assert outcome.returncode == 1, outcome
     assert "testapp.SparseItem pk=2 was refused by the database" in outcome.error
     assert list(SparseItem.objects.order_by("id").values_list("views", flat=True)) == [5, 0]
+
+
+def write_counters(changes: list[tuple[int, dict[str, Any]]]) -> str:
+    """Write ``changes`` to Counter in one bulk statement under strict mode (as every chunk
+    runs), without the value checks that run before it; the statement's SQL."""
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION sql_mode = 'STRICT_TRANS_TABLES'")
+        BulkWriter(Counter, connection).write(changes)
+    (sql,) = [q["sql"] for q in queries.captured_queries if "JSON_TABLE" in q["sql"]]
+    return sql
+
+
+def test_short_columns_are_joined_chunk_first_and_a_cut_value_still_fails() -> None:
+    make_counters(4)
+    pks = list(Counter.objects.order_by("pk").values_list("pk", flat=True))
+
+    # name is varchar(50), hits an integer: both travel as short text, so the chunk's rows
+    # drive the join and are updated as they are met (no temporary table of joined rows).
+    sql = write_counters([(pks[0], {"name": "é" * 50, "hits": 7}), (pks[1], {"name": "b"})])
+    assert "STRAIGHT_JOIN" in sql and "varchar(51)" in sql and "varchar(24)" in sql
+    assert Counter.objects.get(pk=pks[0]).name == "é" * 50  # all 50 characters, none cut
+    assert (Counter.objects.get(pk=pks[0]).hits, Counter.objects.get(pk=pks[1]).name) == (7, "b")
+
+    # JSON_TABLE cuts a longer value to the 51 or 24 characters of its column: still more
+    # than the column holds, so strict mode fails the statement instead of storing a cut value.
+    for too_big in ({"name": "x" * 500}, {"hits": 10**30}):
+        with pytest.raises(DataError):
+            write_counters([(pks[2], too_big)])
+    assert Counter.objects.get(pk=pks[2]).name == "c2"
+
+
+def test_long_text_and_chunks_too_big_for_memory_keep_the_plain_join(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_counters(10)
+    pks = list(Counter.objects.order_by("pk").values_list("pk", flat=True))
+    monkeypatch.setattr(mysql, "_IN_MEMORY_BYTES", 10 * 200)  # 10 rows of varchar(51): more
+
+    sql = write_counters([(pk, {"name": "n"}) for pk in pks])
+
+    assert "STRAIGHT_JOIN" not in sql and " JOIN JSON_TABLE(" in sql
+    assert set(Counter.objects.values_list("name", flat=True)) == {"n"}
+    post = BlogPost.objects.create(title="t", author="a")
+    with CaptureQueriesContext(connection) as queries:
+        BulkWriter(BlogPost, connection).write([(post.pk, {"title": "T" * 255})])
+    (sql,) = [q["sql"] for q in queries.captured_queries if "JSON_TABLE" in q["sql"]]
+    assert "STRAIGHT_JOIN" not in sql and "longtext" in sql  # title is varchar(255)
+    assert BlogPost.objects.get(pk=post.pk).title == "T" * 255
