@@ -8,9 +8,10 @@ lag, plans) and ``backfill.bulk`` (the write); no other module asks for this bac
   ``max_execution_time`` for reads on MySQL) and strict SQL mode are set on the session before
   the chunk's transaction and restored right after it, so a pooled connection keeps nothing.
 - The write. One ``UPDATE t JOIN JSON_TABLE(%s, …) v ON t.pk = v._k SET …`` per table and
-  chunk: the changed rows travel as one JSON document, whatever their number. Measured on
-  MariaDB 10.11 against a ``VALUES`` table and a ``UNION ALL`` derived table of the same rows
-  (docs/mysql.md), it parses the fastest. Values are extracted as text and
+  chunk (``t STRAIGHT_JOIN`` the JSON rows materialized, when its columns are short: see
+  ``_update_join``): the changed rows travel as one JSON document, whatever their number.
+  Measured on MariaDB 10.11 against a ``VALUES`` table and a ``UNION ALL`` derived table of
+  the same rows (docs/mysql.md), it parses the fastest. Values are extracted as text and
   converted by the assignment itself, under strict mode, so a value the column cannot hold
   fails the chunk (error 1406, 1264, 1292, …) instead of being truncated by the JSON table.
 """
@@ -292,6 +293,22 @@ def _row_bytes(types: Sequence[str]) -> int:
     return total
 
 
+def _update_join(target: str, columns: Sequence[str], in_memory: bool) -> str:
+    """``UPDATE target JOIN`` the JSON rows ``v``, its ``ON`` clause to follow.
+
+    ``in_memory``: the chunk's rows drive the join (a key range), each finding its new values
+    through an index MariaDB builds on the materialized JSON rows, and are updated as they are
+    met. Joined the other way, MariaDB writes every joined row to a temporary table and updates
+    by position afterwards: about 1.6x the time (docs/mysql.md). Materialized rows too wide for
+    memory go to disk, where that index loses: those keep the plain join.
+    """
+    rows_of = f"JSON_TABLE(%s, '$[*]' COLUMNS ({', '.join(columns)}))"
+    if not in_memory:
+        return f"UPDATE {target} JOIN {rows_of} v"
+    # The hint keeps MySQL from merging the derived table back (for MariaDB, a comment).
+    return f"UPDATE /*+ NO_MERGE(v) */ {target} STRAIGHT_JOIN (SELECT * FROM {rows_of} j) v"
+
+
 def update_from_json(
     connection: BaseDatabaseWrapper,
     table: str,
@@ -335,20 +352,8 @@ def update_from_json(
             value = f"IF(v.{qn(f'_s{i}')} = 1, {value}, {current})"
         assignments.append(f"{target}.{qn(str(field.column))} = {value}")
     where, bound_params = bounds
-    rows_of = f"JSON_TABLE(%s, '$[*]' COLUMNS ({', '.join(columns)}))"
-    if in_memory:
-        # The chunk's rows drive the join (a key range), each finding its new values through
-        # an index MariaDB builds on the materialized JSON rows, and are updated as they are
-        # met. Joined the other way, MariaDB writes every joined row to a temporary table and
-        # updates by position afterwards: about 1.6x the time (docs/mysql.md). An index on
-        # longtext would take the materialized rows to disk: slower still, so text keeps the
-        # plain join.
-        joined = f"STRAIGHT_JOIN (SELECT * FROM {rows_of} j) v"
-        hint = "/*+ NO_MERGE(v) */ "  # MySQL: keep the rows materialized (MariaDB: a comment)
-    else:
-        joined, hint = f"JOIN {rows_of} v", ""
     sql = (
-        f"UPDATE {hint}{target} {joined} "
+        f"{_update_join(target, columns, in_memory)} "
         f"ON {' AND '.join(joins)} SET {', '.join(assignments)} WHERE 1 = 1{where}"
     )
     if composite:
