@@ -15,7 +15,7 @@ from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 import backfill
-from backfill import events, mysql
+from backfill import events
 from backfill.bulk import BulkWriter
 from backfill.mysql import transient_reason
 from example_site.blog.models import BlogPost
@@ -404,16 +404,21 @@ def test_short_columns_are_joined_chunk_first_and_a_cut_value_still_fails() -> N
     assert Counter.objects.get(pk=pks[2]).name == "c2"
 
 
-def test_long_text_and_chunks_too_big_for_memory_keep_the_plain_join(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    make_counters(10)
+def test_long_text_and_chunks_too_big_for_memory_keep_the_plain_join() -> None:
+    make_counters(80)
     pks = list(Counter.objects.order_by("pk").values_list("pk", flat=True))
-    monkeypatch.setattr(mysql, "_IN_MEMORY_BYTES", 10 * 200)  # 10 rows of varchar(51): more
+    with connection.cursor() as cursor:
+        # The smallest the server allows: 16 kB holds about 60 rows of (key, varchar(51)).
+        cursor.execute("SET SESSION max_heap_table_size = 16384")
+    try:
+        few = write_counters([(pk, {"name": "f"}) for pk in pks[:40]])
+        many = write_counters([(pk, {"name": "n"}) for pk in pks])
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION max_heap_table_size = DEFAULT")
 
-    sql = write_counters([(pk, {"name": "n"}) for pk in pks])
-
-    assert "STRAIGHT_JOIN" not in sql and " JOIN JSON_TABLE(" in sql
+    assert "STRAIGHT_JOIN" in few
+    assert "STRAIGHT_JOIN" not in many and " JOIN JSON_TABLE(" in many
     assert set(Counter.objects.values_list("name", flat=True)) == {"n"}
     post = BlogPost.objects.create(title="t", author="a")
     with CaptureQueriesContext(connection) as queries:
