@@ -27,6 +27,7 @@ import re
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 from django.db import DatabaseError, connections, models
@@ -371,13 +372,16 @@ def update_from_json(
     if composite:
         key_values = [list(column) for column in zip(*(pk for pk, _ in rows), strict=True)]
     else:
-        key_values = [[pk for pk, _ in rows]]
+        key_values = [list(map(itemgetter(0), rows))]
     data = [
         _column(key, values, connection) for key, values in zip(key_fields, key_values, strict=True)
     ]
+    dicts = list(map(itemgetter(1), rows))
     for field, flag in zip(fields, flagged, strict=True):
         attname = field.attname
-        data.append(_column(field, [values.get(attname) for _, values in rows], connection))
+        # Every row has the column unless it is flagged: taken out in C then.
+        column = [v.get(attname) for v in dicts] if flag else list(map(itemgetter(attname), dicts))
+        data.append(_column(field, column, connection))
         if flag:
             data.append([1 if attname in values else 0 for _, values in rows])
     items = list(zip(*data, strict=True))
