@@ -338,7 +338,6 @@ def update_from_json(
     """
     qn = connection.ops.quote_name
     target = qn(table)
-    composite = len(key_fields) > 1
     columns = []
     joins = []
     types = [_key_type(key, connection) for key in key_fields]
@@ -369,7 +368,19 @@ def update_from_json(
         f"{_update_join(target, columns, in_memory)} "
         f"ON {' AND '.join(joins)} SET {', '.join(assignments)} WHERE 1 = 1{where}"
     )
-    if composite:
+    items = _items(connection, key_fields, fields, flagged, rows)
+    return _execute(connection, sql, items, bound_params)
+
+
+def _items(
+    connection: BaseDatabaseWrapper,
+    key_fields: Sequence[models.Field[Any, Any]],
+    fields: Sequence[models.Field[Any, Any]],
+    flagged: Sequence[bool],
+    rows: Sequence[tuple[Any, dict[str, Any]]],
+) -> list[tuple[Any, ...]]:
+    """The JSON document's rows: the key's parts, then each field's value (and its flag)."""
+    if len(key_fields) > 1:
         key_values = [list(column) for column in zip(*(pk for pk, _ in rows), strict=True)]
     else:
         key_values = [list(map(itemgetter(0), rows))]
@@ -383,9 +394,8 @@ def update_from_json(
         column = [v.get(attname) for v in dicts] if flag else list(map(itemgetter(attname), dicts))
         data.append(_column(field, column, connection))
         if flag:
-            data.append([1 if attname in values else 0 for _, values in rows])
-    items = list(zip(*data, strict=True))
-    return _execute(connection, sql, items, bound_params)
+            data.append([1 if attname in values else 0 for values in dicts])
+    return list(zip(*data, strict=True))
 
 
 def _execute(
