@@ -69,6 +69,8 @@ def clean_value(field: models.Field[Any, Any], value: Any, *, option: str, raw: 
             raise ValidationError(f"{value!r} is not one of the field's choices")
     except (ValidationError, OverflowError, ValueError, TypeError) as exc:
         reason = "; ".join(exc.messages) if isinstance(exc, ValidationError) else f"{exc}."
+        # Django quotes the value as given: a newline or tab in it would break the one line.
+        reason = "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
         raise BadInput(
             f"{option} {raw!r}: {field.model._meta.label}.{field.name} rejects the value: "
             f"{reason} Pass a value the field accepts."

@@ -280,6 +280,11 @@ CASES = {
         ["blog.BlogPost", "--set", "author=1", "--defer", "title"],
         ["--defer"],
     ),
+    "a value with a newline, echoed in the field's own message": (
+        "backfill_update",
+        ["testapp.SparseItem", "--set-json", 'views="\\n"'],
+        ["rejects the value", "\\n"],
+    ),
     "--set-json and --transform together": (
         "backfill_cursor",
         ["testapp.Tagged", "--set-json", "data=[]", "--transform", "tests.sample_transforms.x"],
