@@ -37,7 +37,7 @@ from django.db.models import Q, QuerySet, Value
 from django.db.models.functions import Length
 
 from backfill.bulk import UNKNOWN, Unknown, uniform_names
-from backfill.exceptions import ValueRejected
+from backfill.exceptions import ValueRejected, reason_of
 
 # Text the database cannot store as given: a NUL, or half of a surrogate pair.
 BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
@@ -185,8 +185,7 @@ def column_check(field: models.Field[Any, Any], connection: BaseDatabaseWrapper)
         try:
             prepared = field.get_db_prep_save(value, connection)
         except (ValidationError, ValueError, TypeError, OverflowError, ArithmeticError) as exc:
-            reason = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-            return f"cannot be stored in a {type(field).__name__} ({reason})"
+            return f"cannot be stored in a {type(field).__name__} ({reason_of(exc)})"
         return _prepared_problem(field, prepared, bounds)
 
     return check

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import ValidationError
+
 if TYPE_CHECKING:
     from backfill.result import Result
+
+
+def reason_of(exc: BaseException) -> str:
+    """Why a value was refused, as text: a ValidationError's messages joined, else the error's
+    own text. Characters that are not printable (a newline or tab in a value the message
+    quotes) are shown escaped, so the reason stays on the one line it is quoted in.
+    """
+    text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def one_line(exc: BaseException) -> str:

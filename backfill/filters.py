@@ -11,7 +11,7 @@ from django.db.models import Q
 
 from backfill import schema
 from backfill.columns import integer_range
-from backfill.exceptions import BadInput
+from backfill.exceptions import BadInput, reason_of
 from backfill.values import parse_bool, split_assignment
 
 LIST_LOOKUPS = {"in", "range"}
@@ -112,5 +112,6 @@ def _check(model: type[models.Model], q: Q, *, option: str, raw: str, using: str
             f"{option} {raw!r}: {exc} Use Django lookup syntax, e.g. author__isnull=true."
         ) from None
     except (ValueError, TypeError, ValidationError) as exc:
-        message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-        raise BadInput(f"{option} {raw!r}: {message} Pass a value of the field's type.") from None
+        raise BadInput(
+            f"{option} {raw!r}: {reason_of(exc)} Pass a value of the field's type."
+        ) from None

@@ -11,7 +11,7 @@ from django.db import connection, models
 
 from backfill import schema
 from backfill.columns import column_check
-from backfill.exceptions import BadInput
+from backfill.exceptions import BadInput, reason_of
 
 # Text columns take text: a JSON number or list is not silently written as its repr.
 STRICT_TEXT = (models.CharField, models.TextField, models.SlugField)
@@ -68,9 +68,7 @@ def clean_value(field: models.Field[Any, Any], value: Any, *, option: str, raw: 
         if field.choices and value not in {c for c, _ in field.flatchoices}:
             raise ValidationError(f"{value!r} is not one of the field's choices")
     except (ValidationError, OverflowError, ValueError, TypeError) as exc:
-        reason = "; ".join(exc.messages) if isinstance(exc, ValidationError) else f"{exc}."
-        # Django quotes the value as given: a newline or tab in it would break the one line.
-        reason = "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
+        reason = reason_of(exc) if isinstance(exc, ValidationError) else f"{reason_of(exc)}."
         raise BadInput(
             f"{option} {raw!r}: {field.model._meta.label}.{field.name} rejects the value: "
             f"{reason} Pass a value the field accepts."
