@@ -26,9 +26,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -224,7 +224,9 @@ def worker(argv: Sequence[str]) -> int:
         print(json.dumps({"rows": rows}))
         return 0
     rows = 0
-    for post in SmartIterator(BlogPost.objects.all(), atomically=False):
+    # SmartIterator yields the queryset's model instances (typed as Model by django-mysql).
+    posts = cast(Iterator[BlogPost], SmartIterator(BlogPost.objects.all(), atomically=False))
+    for post in posts:
         if rows >= args.sample:
             break
         with transaction.atomic():
