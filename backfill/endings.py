@@ -111,6 +111,13 @@ class Endings:
             )
         elif status == Run.Status.PAUSED:
             message = f"Paused{by}. Re-run the same command to resume run {self.name!r}."
+        elif fresh.status == Run.Status.RUNNING:
+            # Another live process works the run (Ledger.stop): it stays running.
+            message = (
+                f"Stopped by {why} after {done.chunks} chunk(s); checkpoint saved. Run "
+                f"{self.name!r} goes on in the other processes working it; re-run the same "
+                "command to join them."
+            )
         else:
             message = (
                 f"Stopped by {why} after {done.chunks} chunk(s); checkpoint saved. Re-run the "

@@ -237,11 +237,34 @@ class Ledger:
             RunWait.objects.using(self.using).filter(name=run.name).delete()
             self.waited = False
 
-    def stop(self, run: Run, status: str, error: str = "") -> None:
-        fields: dict[str, Any] = {"status": status, "heartbeat_at": timezone.now()}
+    def stop(self, run: Run, status: str, error: str = "") -> bool:
+        """Record how this process's work on ``run`` ended; whether the run took ``status``.
+
+        Stopped (a signal, ``--max-runtime``) ends this process's share only: while another
+        live process still works the run (``--workers`` on other hosts, an engine's other
+        joiners) it stays running, and a run another process completed or failed meanwhile
+        keeps that. Decided under the run's row lock, this process's worker row removed in the
+        same transaction, so of processes stopping together the last one records the stop.
+        """
+        now = timezone.now()
+        fields: dict[str, Any] = {"status": status, "heartbeat_at": now}
         if error:
             fields["last_error"] = error
-        Run.objects.using(self.using).filter(pk=run.pk).update(**fields)
+        runs = Run.objects.using(self.using).filter(pk=run.pk)
+        if status != Run.Status.STOPPED:
+            runs.update(**fields)
+            return True
+        with transaction.atomic(using=self.using):
+            current = runs.select_for_update().values_list("status", flat=True).first()
+            workers = Worker.objects.using(self.using).filter(run=run)
+            workers.filter(host=self.host, pid=self.pid).delete()
+            others = workers.filter(heartbeat_at__gte=now - timedelta(seconds=self.lease))
+            if current != Run.Status.RUNNING or any(
+                is_live(w, now, lease_seconds=self.lease) for w in others
+            ):
+                return False
+            runs.update(**fields)
+            return True
 
     def refresh(self, run: Run) -> Run:
         return Run.objects.using(self.using).get(pk=run.pk)
@@ -304,13 +327,14 @@ def enter_joiner(run: Run, joiners: int, using: str) -> bool:
 def after_budget(run: Run, using: str) -> bool:
     """After a joiner's budget ended: whether work remains, for a successor.
 
-    The Runner recorded the run as stopped, perhaps over another joiner's "completed": settle
-    it to completed when every chunk is planned and done, else back to running.
+    The Runner recorded the run as stopped, or left it running for the other joiners still
+    working it: settle it to completed when every chunk is planned and done, else running.
     """
     with transaction.atomic(using=using):
         runs = Run.objects.using(using).select_for_update().filter(pk=run.pk)
         state = runs.values("status", "planned_all").get()
-        if state["status"] not in (Run.Status.STOPPED, Run.Status.COMPLETED):
+        worked = (Run.Status.STOPPED, Run.Status.RUNNING, Run.Status.COMPLETED)
+        if state["status"] not in worked:
             return False  # paused, cancelled or failed meanwhile
         pending = Chunk.objects.using(using).filter(run=run, status=Chunk.Status.PENDING)
         if state["planned_all"] and not pending.exists():

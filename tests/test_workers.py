@@ -146,6 +146,48 @@ def test_a_worker_killed_mid_run_loses_no_row_and_the_run_resumes(
 
 
 @skip_locked_only
+def test_a_command_that_stops_leaves_the_run_running_for_the_one_still_working_it(
+    spawn_manage: SpawnManage, run_manage: RunManage
+) -> None:
+    make_counters(4000)
+    other = spawn_manage(*COMMAND, "--workers", "2", env=SLOWLY)
+    wait_for(chunks_done_at_least(1), "the other command to work")
+
+    stopped = run_manage(*COMMAND, "--workers", "2", "--max-runtime", "1", env=SLOWLY)
+
+    assert stopped.returncode == 3, stopped.stderr
+    assert other.poll() is None, "the other command ended first: the run was too short"
+    run = the_run()
+    assert run.status == Run.Status.RUNNING
+    assert (
+        f"Run {run.name!r} goes on in the other processes working it; re-run the same command "
+        "to join them."
+    ) in stopped.stderr
+    code, _, err = finish(other)
+    assert code == 0, err
+    assert the_run().status == Run.Status.COMPLETED
+    assert_every_row_once()
+    assert_chunks_tile()
+
+
+@skip_locked_only
+def test_commands_stopping_together_leave_the_run_stopped(spawn_manage: SpawnManage) -> None:
+    make_counters(2000)
+    both = [
+        spawn_manage(*COMMAND, "--workers", "2", "--max-runtime", "1", env=SLOWLY) for _ in range(2)
+    ]
+
+    for process in both:
+        code, _, err = finish(process)
+        assert code == 3, err
+
+    run = the_run()
+    assert run.status == Run.Status.STOPPED
+    assert not Worker.objects.exists()
+    assert_ledger_matches_data(run)
+
+
+@skip_locked_only
 def test_restart_with_workers_starts_over_once() -> None:
     make_counters(300)
     args = (*COMMAND, "--workers", "3")
