@@ -25,6 +25,9 @@ postgres_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="PostgreSQL-only feature"
 )
 sqlite_only = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite-only behaviour")
+row_locks_only = pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="SQLite locks the whole database, not rows"
+)
 
 
 @dataclass(frozen=True)

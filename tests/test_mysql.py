@@ -6,8 +6,6 @@ connection through mysqlclient, lock waits seen in ``information_schema.INNODB_T
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ from backfill.mysql import transient_reason
 from example_site.blog.models import BlogPost
 from tests.conftest import database_url
 from tests.run_support import FakeClock, Recorder, make_counters
+from tests.sessions import connect
 from tests.support import run
 from tests.testapp.models import Counter, SparseItem
 
@@ -30,58 +29,6 @@ pytestmark = [
 ]
 
 TABLE = Counter._meta.db_table
-WAIT_LIMIT = 10.0
-
-
-def connect() -> Any:
-    """A second connection to the test database, outside Django."""
-    import MySQLdb
-
-    settings = connection.settings_dict
-    return MySQLdb.connect(
-        host=settings["HOST"] or "127.0.0.1",
-        port=int(settings["PORT"] or 3306),
-        user=settings["USER"],
-        password=settings["PASSWORD"] or "",
-        database=settings["NAME"],
-        autocommit=True,
-    )
-
-
-def thread_id(conn: Any = None) -> int:
-    if conn is None:
-        connection.ensure_connection()
-        conn = connection.connection
-    return int(conn.thread_id())
-
-
-def waiting(observer: Any, thread: int) -> bool:
-    """Wait until session ``thread`` is stuck in its UPDATE (waiting for a row lock: in
-    ``INNODB_TRX`` as ``LOCK WAIT``, or still running it in the process list a second later);
-    False after the limit.
-    """
-    deadline = time.monotonic() + WAIT_LIMIT
-    cursor = observer.cursor()
-    running_since = None
-    while time.monotonic() < deadline:
-        cursor.execute(
-            "SELECT COUNT(*) FROM information_schema.INNODB_TRX "
-            "WHERE trx_mysql_thread_id = %s AND trx_state = 'LOCK WAIT'",
-            [thread],
-        )
-        if cursor.fetchone()[0]:
-            return True
-        cursor.execute(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-            "WHERE ID = %s AND INFO LIKE 'UPDATE%%'",
-            [thread],
-        )
-        if cursor.fetchone()[0]:
-            running_since = running_since or time.monotonic()
-            if time.monotonic() - running_since > 1.0:
-                return True
-        time.sleep(0.005)
-    return False
 
 
 def session_values(conn: Any = None) -> tuple[Any, ...]:
@@ -144,55 +91,6 @@ def test_a_value_too_long_for_its_column_fails_the_chunk_even_in_a_lax_session()
     assert sorted(Counter.objects.values_list("name", flat=True)) == sorted(
         f"c{i}" for i in range(30)
     )
-
-
-@pytest.mark.parametrize("kind", ["iterate", "cursor"])
-def test_a_concurrent_write_during_the_chunk_waits_and_then_wins(kind: str) -> None:
-    make_counters(20)
-    pks = list(Counter.objects.order_by("pk").values_list("pk", flat=True))
-    target = pks[6]  # a later row of the first chunk
-    observer, writer = connect(), connect()
-    writer_thread = thread_id(writer)
-    seen: dict[str, Any] = {}
-
-    def write() -> None:
-        writer.cursor().execute(f"UPDATE `{TABLE}` SET hits = hits + 100 WHERE id = %s", [target])
-
-    thread = threading.Thread(target=write, daemon=True)
-
-    def on_row(pk: int) -> None:
-        if pk == pks[0]:
-            thread.start()
-            # The application's UPDATE of a row this chunk read must wait for the chunk.
-            seen["blocked"] = waiting(observer, writer_thread)
-        if pk == pks[9]:
-            seen["writer still waiting"] = thread.is_alive()
-
-    try:
-        if kind == "iterate":
-
-            def bump(obj: Counter) -> None:
-                on_row(obj.pk)
-                obj.hits += 1
-
-            backfill.iterate(Counter.objects.all(), transform=bump, batch_size=10)
-        else:
-
-            def bump_row(row: dict[str, Any]) -> dict[str, Any]:
-                on_row(row["pk"])
-                return {"hits": row["hits"] + 1}
-
-            backfill.cursor(
-                Counter.objects.all(), fields=["hits"], transform=bump_row, batch_size=10
-            )
-        thread.join(WAIT_LIMIT)
-    finally:
-        observer.close()
-        writer.close()
-
-    assert seen == {"blocked": True, "writer still waiting": True}
-    assert Counter.objects.get(pk=target).hits == 101  # the backfill's +1, then the app's +100
-    assert set(Counter.objects.exclude(pk=target).values_list("hits", flat=True)) == {1}
 
 
 @pytest.mark.parametrize("kind", ["update", "iterate"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import StringIO
 from typing import Any
 
@@ -22,21 +22,14 @@ from django.test.utils import CaptureQueriesContext
 
 import backfill
 from backfill import events
-from tests.conftest import database_url
+from tests import sessions
 from tests.run_support import FakeClock, Recorder, make_counters
-from tests.support import postgres_only, sqlite_only
+from tests.sessions import WAIT_LIMIT, connect
+from tests.support import postgres_only, row_locks_only, sqlite_only
 from tests.testapp.models import Counter, Place, Restaurant
 
 TABLE = Counter._meta.db_table
 TABLE_LABEL = "testapp.Counter"
-WAIT_LIMIT = 10.0  # seconds to wait for a condition before the test fails
-
-
-def connect() -> Any:
-    """A second connection to the test database, outside Django."""
-    import psycopg
-
-    return psycopg.connect(database_url(), autocommit=True)
 
 
 def backend_pid() -> int:
@@ -113,18 +106,23 @@ def analyze() -> None:
         cursor.execute(f'ANALYZE "{TABLE}"')
 
 
-def run_kind(kind: str, **options: Any) -> backfill.Result:
-    """One backfill adding 1 to every Counter's hits, with each strategy."""
+def run_kind(
+    kind: str, *, on_row: Callable[[Any], None] = lambda pk: None, **options: Any
+) -> backfill.Result:
+    """One backfill adding 1 to every Counter's hits, with each strategy; a Python transform
+    calls ``on_row`` with each row's pk before it changes the row."""
     if kind == "update":
         return backfill.update(Counter.objects.all(), set={"hits": F("hits") + 1}, **options)
     if kind == "iterate":
 
         def bump(obj: Counter) -> None:
+            on_row(obj.pk)
             obj.hits += 1
 
         return backfill.iterate(Counter.objects.all(), transform=bump, **options)
 
     def bump_row(row: dict[str, Any]) -> dict[str, Any]:
+        on_row(row["pk"])
         return {"hits": row["hits"] + 1}
 
     return backfill.cursor(Counter.objects.all(), fields=["hits"], transform=bump_row, **options)
@@ -181,7 +179,7 @@ def test_each_chunk_sets_its_timeouts_locally(
     ],
 )
 def test_a_row_locked_elsewhere_is_retried_with_half_the_chunk(
-    kind: str, timeouts: dict[str, float], reason: str
+    kind: str, timeouts: dict[str, Any], reason: str
 ) -> None:
     make_counters(300)
     first = Counter.objects.order_by("pk").values_list("pk", flat=True)[0]
@@ -257,19 +255,21 @@ def test_a_deadlock_is_retried_and_both_writes_survive() -> None:
 # -- rows locked before a Python transform reads them ---------------------------------------------
 
 
-@postgres_only
+@row_locks_only
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("kind", ["iterate", "cursor"])
 def test_a_concurrent_write_during_the_chunk_waits_and_then_wins(kind: str) -> None:
     make_counters(20)
     pks = list(Counter.objects.order_by("pk").values_list("pk", flat=True))
     target = pks[6]  # a later row of the first chunk
-    runner = backend_pid()
-    observer, writer = connect(), connect()
+    observer, writer = sessions.connect(), sessions.connect()
+    writer_id = sessions.session_id(writer)  # asked before the writer's thread uses it
+    table = connection.ops.quote_name(TABLE)
     seen: dict[str, Any] = {}
 
     def write() -> None:
-        writer.execute(f'UPDATE "{TABLE}" SET hits = hits + 100 WHERE id = %s', [target])
+        sql = f"UPDATE {table} SET hits = hits + 100 WHERE id = %s"
+        sessions.execute(writer, sql, [target])
 
     thread = threading.Thread(target=write, daemon=True)
 
@@ -277,27 +277,12 @@ def test_a_concurrent_write_during_the_chunk_waits_and_then_wins(kind: str) -> N
         if pk == pks[0]:
             thread.start()
             # The application's UPDATE of a row this chunk read must wait for the chunk.
-            seen["blocked"] = blocked(observer, int(writer.info.backend_pid), runner)
+            seen["blocked"] = sessions.waits_for_a_lock(observer, writer_id)
         if pk == pks[9]:
             seen["writer still waiting"] = thread.is_alive()
 
     try:
-        if kind == "iterate":
-
-            def bump(obj: Counter) -> None:
-                on_row(obj.pk)
-                obj.hits += 1
-
-            backfill.iterate(Counter.objects.all(), transform=bump, batch_size=10)
-        else:
-
-            def bump_row(row: dict[str, Any]) -> dict[str, Any]:
-                on_row(row["pk"])
-                return {"hits": row["hits"] + 1}
-
-            backfill.cursor(
-                Counter.objects.all(), fields=["hits"], transform=bump_row, batch_size=10
-            )
+        run_kind(kind, batch_size=10, on_row=on_row)
         thread.join(WAIT_LIMIT)
     finally:
         observer.close()
