@@ -6,7 +6,8 @@
 
 Side by side in one run, each in its own process (peak RSS from ``wait4``), on the same table
 (seeded once, copied back once per benchmark; each way rewrites every row in place with a
-value as wide as the seeded ones), ``--repeat`` rounds, each way's best time: one ``UPDATE``,
+value as wide as the seeded ones; before each way the server settles: InnoDB's purge done and
+the table's dirty pages flushed), ``--repeat`` rounds, each way's best time: one ``UPDATE``,
 ``backfill_update``, ``backfill_cursor``, ``backfill_iterate``, and the django-mysql way:
 ``SmartChunkedIterator`` with ``update()`` per chunk, and its per-row loop (``SmartIterator``
 + ``save()``, on the first ``--sample`` rows, extrapolated and marked ``~``). Targets (issue
@@ -168,6 +169,26 @@ def reset(cur: Any) -> None:
     cur.fetchall()
 
 
+def settle(cur: Any, wait: float = 120.0) -> None:
+    """Start each way on a quiet server, as the PostgreSQL benchmark's CHECKPOINT does: InnoDB
+    purges the old row versions of the previous way's rewrite and flushes its dirty pages in the
+    background, and without this the next way pays for them.
+    """
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        cur.execute(
+            "SELECT `COUNT` FROM information_schema.INNODB_METRICS "
+            "WHERE NAME = 'trx_rseg_history_len'"
+        )
+        row = cur.fetchone()
+        if row is None or row[0] < 1000:
+            break
+        time.sleep(0.5)
+    # Writes the table's dirty pages to disk (and waits for that), then lets it go again.
+    cur.execute("FLUSH TABLES blog_blogpost FOR EXPORT")
+    cur.execute("UNLOCK TABLES")
+
+
 def run_way(
     cur: Any, command: list[str], env: dict[str, str], value: str, args: argparse.Namespace
 ) -> tuple[float, float, bool]:
@@ -177,6 +198,7 @@ def run_way(
     cur.execute("DELETE FROM backfill_chunk")
     cur.execute("DELETE FROM backfill_worker")
     cur.execute("DELETE FROM backfill_run")
+    settle(cur)
     if command[2] == "worker":
         argv = [*command, "--value", value, "--sample", str(args.sample)]
     else:
