@@ -18,8 +18,9 @@ from backfill import events, strategies
 from backfill.exceptions import TransformFailed
 from example_site.blog.models import BlogPost
 from tests.run_support import FakeClock, Recorder, make_counters
+from tests.sessions import connect
 from tests.support import committing, postgres_only, seed_posts
-from tests.test_safety import RowHolder, backend_pid, connect, run_kind
+from tests.test_safety import RowHolder, backend_pid, run_kind
 from tests.testapp.models import Counter
 
 pytestmark = [postgres_only, committing]
