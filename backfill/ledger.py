@@ -237,8 +237,8 @@ class Ledger:
             RunWait.objects.using(self.using).filter(name=run.name).delete()
             self.waited = False
 
-    def stop(self, run: Run, status: str, error: str = "") -> bool:
-        """Record how this process's work on ``run`` ended; whether the run took ``status``.
+    def stop(self, run: Run, status: str, error: str = "") -> None:
+        """Record how this process's work on ``run`` ended.
 
         Stopped (a signal, ``--max-runtime``) ends this process's share only: while another
         live process still works the run (``--workers`` on other hosts, an engine's other
@@ -253,18 +253,14 @@ class Ledger:
         runs = Run.objects.using(self.using).filter(pk=run.pk)
         if status != Run.Status.STOPPED:
             runs.update(**fields)
-            return True
+            return
         with transaction.atomic(using=self.using):
             current = runs.select_for_update().values_list("status", flat=True).first()
-            workers = Worker.objects.using(self.using).filter(run=run)
-            workers.filter(host=self.host, pid=self.pid).delete()
-            others = workers.filter(heartbeat_at__gte=now - timedelta(seconds=self.lease))
-            if current != Run.Status.RUNNING or any(
-                is_live(w, now, lease_seconds=self.lease) for w in others
+            self.forget_worker(run, self.pid)  # this process's row: it works the run no more
+            if current == Run.Status.RUNNING and not other_live_workers(
+                run, self.using, now, self.lease
             ):
-                return False
-            runs.update(**fields)
-            return True
+                runs.update(**fields)
 
     def refresh(self, run: Run) -> Run:
         return Run.objects.using(self.using).get(pk=run.pk)
@@ -308,20 +304,25 @@ def enter_joiner(run: Run, joiners: int, using: str) -> bool:
     with transaction.atomic(using=using):
         Run.objects.using(using).select_for_update().filter(pk=run.pk).get()
         now = timezone.now()
-        live = [
-            worker
-            for worker in Worker.objects.using(using).filter(
-                run=run, heartbeat_at__gte=now - timedelta(seconds=lease)
-            )
-            if (worker.host, worker.pid) != (host, pid)
-            and is_live(worker, now, lease_seconds=lease)
-        ]
-        if len(live) >= joiners:
+        if len(other_live_workers(run, using, now, lease)) >= joiners:
             return False
         Worker.objects.using(using).update_or_create(
             run=run, host=host, pid=pid, defaults={"heartbeat_at": now}
         )
         return True
+
+
+def other_live_workers(run: Run, using: str, now: Any, lease: float) -> list[Worker]:
+    """The processes other than this one working ``run`` now (``control.is_live``)."""
+    here = this_process()
+    recent = Worker.objects.using(using).filter(
+        run=run, heartbeat_at__gte=now - timedelta(seconds=lease)
+    )
+    return [
+        worker
+        for worker in recent
+        if (worker.host, worker.pid) != here and is_live(worker, now, lease_seconds=lease)
+    ]
 
 
 def after_budget(run: Run, using: str) -> bool:
