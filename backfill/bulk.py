@@ -11,7 +11,7 @@ they are.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -147,13 +147,27 @@ class TableWrite(NamedTuple):
     bounds: tuple[str, list[Any]]
 
 
-class BulkWriter:
-    """Writes ``(pk, {attname: value})`` changes of one model with as few statements as possible."""
+Send = Callable[[str, Sequence[Any]], bool]
 
-    def __init__(self, model: type[models.Model], connection: BaseDatabaseWrapper) -> None:
+
+class BulkWriter:
+    """Writes ``(pk, {attname: value})`` changes of one model with as few statements as possible.
+
+    ``send``, when given, is offered each PostgreSQL ``unnest`` statement first (the chunk
+    reader's ``write_later``, which runs it while the next batch is transformed); a statement it
+    refuses runs at once.
+    """
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        connection: BaseDatabaseWrapper,
+        send: Send | None = None,
+    ) -> None:
         self.model = model
         self.connection = connection
         self.qn = connection.ops.quote_name
+        self.send = send
 
     def write(
         self,
@@ -331,8 +345,11 @@ class BulkWriter:
             f"FROM unnest({', '.join(casts)}) AS v({', '.join(names)}) "
             f"WHERE {self._join(table)}{where}"
         )
+        params = [*arrays, *bound_params]
+        if self.send is not None and self.send(sql, params):
+            return
         with self._binding_cursor() as cursor:
-            cursor.execute(sql, [*arrays, *bound_params])
+            cursor.execute(sql, params)
 
     def _write_values(self, write: TableWrite) -> None:
         """One ``UPDATE … FROM (VALUES …)`` for the rows the backend's parameter limit allows."""

@@ -1,25 +1,31 @@
-"""How a chunk's rows are read: in batches, with the next batch already on its way.
+"""How a chunk's rows are read: in batches, with the server kept busy while Python works.
 
 On PostgreSQL the chunk's query runs as a server-side cursor (``DECLARE … NO SCROLL CURSOR``,
-inside the chunk's transaction) read ``FETCH FORWARD n`` at a time. The next ``FETCH`` is sent
-before the current batch is handed out, so the server reads (and row-locks) batch k+1 while
-Python transforms batch k: the two overlap instead of taking turns. Memory stays at two batches
-whatever the chunk size.
+inside the chunk's transaction) read ``FETCH FORWARD n`` at a time, and the connection keeps one
+statement in flight while the caller works on a batch: the write of the batch before it, when the
+caller queued one (``write_later``), else the next ``FETCH``. So the server writes (or reads and
+row-locks) while Python transforms, instead of the two taking turns. Memory stays at two batches
+whatever the chunk size. A queued write is sent as text parameters with libpq's asynchronous
+call; one it cannot send that way (a value that is not text or a whole number) is refused, and
+the caller runs it at once, as any statement.
 
 A transform may query the database itself (a lazy foreign key, a lookup table). While a
-``FETCH`` is in flight the connection is busy, so every statement Django runs on it first
-collects that ``FETCH``'s rows (an execute wrapper); nothing else changes for the transform.
+statement is in flight the connection is busy, so every statement Django runs on it first
+collects that statement's result (an execute wrapper); nothing else changes for the transform.
+A write that failed fails the chunk, even if the transform caught the error.
 
-Elsewhere (SQLite, ``DISABLE_SERVER_SIDE_CURSORS``) the query runs as a plain one, read with
-``fetchmany``.
+Elsewhere (SQLite, MySQL, ``DISABLE_SERVER_SIDE_CURSORS``) the query runs as a plain one, read
+with ``fetchmany``, and nothing is written ahead.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -28,6 +34,39 @@ from backfill.database import is_postgres
 Batch = list[tuple[Any, ...]]
 
 _names = itertools.count(1)
+
+_PLACEHOLDER = re.compile(r"%s")
+
+
+class Batches(Protocol):
+    """A chunk's rows in batches; ``write_later`` queues a write to run while the caller works
+    on the next batch, or returns False when the caller must run it itself, now."""
+
+    writes_ahead: bool  # whether writes are worth queueing batch by batch
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def write_later(self, sql: str, params: Sequence[Any]) -> bool: ...
+
+
+def wire_form(sql: str, params: Sequence[Any]) -> tuple[bytes, list[bytes]] | None:
+    """``sql`` with ``$n`` placeholders and its parameters as text, for libpq's own call; None
+    unless every parameter is a ``str`` without a NUL (libpq would cut it there) or a whole
+    number, and every ``%`` in ``sql`` is a ``%s`` placeholder.
+    """
+    pieces = _PLACEHOLDER.split(sql)
+    if len(pieces) != len(params) + 1 or any("%" in piece for piece in pieces):
+        return None
+    texts = []
+    for value in params:
+        if type(value) is int:
+            texts.append(str(value))
+        elif type(value) is str and "\x00" not in value:
+            texts.append(value)
+        else:
+            return None
+    query = pieces[0] + "".join(f"${n}{piece}" for n, piece in enumerate(pieces[1:], start=1))
+    return query.encode(), [text.encode() for text in texts]
 
 
 def uses_server_side_cursor(connection: BaseDatabaseWrapper) -> bool:
@@ -40,18 +79,19 @@ def uses_server_side_cursor(connection: BaseDatabaseWrapper) -> bool:
 @contextmanager
 def batches(
     connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], size: int
-) -> Iterator[Iterator[Batch]]:
+) -> Iterator[Batches]:
     """The rows of ``sql`` as batches of at most ``size`` tuples, read ahead on PostgreSQL.
 
-    Use it as ``with batches(...) as rows: for batch in rows: …``; leaving the block early (a
-    ``break``, an exception) collects a ``FETCH`` still in flight, so the connection is free
-    for the rollback or the next statement. Database errors are Django's, as for any query.
+    Use it as ``with batches(...) as rows: for batch in rows: …``; leaving the block normally
+    runs a queued write and collects its result; leaving it early (a ``break``, an exception)
+    collects a statement still in flight, so the connection is free for the rollback or the next
+    statement. Database errors are Django's, as for any query.
     """
     if uses_server_side_cursor(connection):
         reader = _ReadAhead(connection, sql, params, size)
         with connection.execute_wrapper(reader.before_query):
             try:
-                yield reader.batches()
+                yield reader
             except BaseException:
                 reader.finish(failed=True)
                 raise
@@ -59,12 +99,31 @@ def batches(
         return
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        yield _Fetched(cursor, size)
+
+
+class _Fetched:
+    """A plain query's rows read with ``fetchmany``; writes run when they are written."""
+
+    writes_ahead = False
+
+    def __init__(self, cursor: Any, size: int) -> None:
+        self.cursor = cursor
+        self.size = size
+
+    def __iter__(self) -> Iterator[Batch]:
         # mysqlclient ends with (), not []: both end the batches.
-        yield iter(lambda: cursor.fetchmany(size) or [], [])
+        return iter(lambda: self.cursor.fetchmany(self.size) or [], [])
+
+    def write_later(self, sql: str, params: Sequence[Any]) -> bool:
+        return False
 
 
 class _ReadAhead:
-    """A server-side cursor with one ``FETCH`` kept in flight (libpq's asynchronous calls)."""
+    """A server-side cursor with one statement kept in flight (libpq's asynchronous calls): the
+    next ``FETCH``, or the write of the batch before."""
+
+    writes_ahead = True
 
     def __init__(
         self, connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], size: int
@@ -86,54 +145,116 @@ class _ReadAhead:
         self.loader = Transformer.from_context(self.cursor.cursor)
         self._send_gen: Callable[[Any], Any] = generators.send
         self._fetch_gen: Callable[[Any], Any] = generators.fetch_many
-        self.in_flight = False
+        self.in_flight: _Write | bool = False  # a FETCH (True), a write, or nothing (False)
         self.ready: Batch | None = None
+        self.queued: _Write | None = None
+        self.failure: BaseException | None = None
 
-    def _send(self) -> None:
+    def _send(self, query: bytes, params: list[bytes] | None, what: _Write | bool) -> None:
         with self.connection.wrap_database_errors:
-            self.pgconn.send_query_params(self.fetch_sql, None)
-            self.in_flight = True  # from here on, its result must be collected
+            self.pgconn.send_query_params(query, params)
+            self.in_flight = what  # from here on, its result must be collected
             self.raw.wait(self._send_gen(self.pgconn))
 
-    def _collect(self) -> Batch:
-        from psycopg import errors, pq
+    def _result(self, wanted: Any) -> Any:
+        from psycopg import errors
+
+        self.in_flight = False
+        (result,) = self.raw.wait(self._fetch_gen(self.pgconn))
+        if result.status != wanted:
+            raise errors.error_from_result(result, encoding=self.raw.info.encoding)
+        return result
+
+    def _collect(self) -> None:
+        """Wait for the statement in flight: a FETCH's rows become ``ready``; a write that
+        failed is kept in ``failure`` and raised (Django's error, as for any query)."""
+        write = self.in_flight
+        if write is True:
+            self._take_rows()
+        elif isinstance(write, _Write):
+            self._take_write(write)
+
+    def _take_rows(self) -> None:
+        from psycopg import pq
 
         with self.connection.wrap_database_errors:
-            self.in_flight = False
-            results = self.raw.wait(self._fetch_gen(self.pgconn))
-            (result,) = results
-            if result.status != pq.ExecStatus.TUPLES_OK:
-                raise errors.error_from_result(result, encoding=self.raw.info.encoding)
-            self.loader.set_pgresult(result)
-            return list(self.loader.load_rows(0, result.ntuples, tuple))
+            result = self._result(pq.ExecStatus.TUPLES_OK)
+        self.loader.set_pgresult(result)
+        self.ready = list(self.loader.load_rows(0, result.ntuples, tuple))
+
+    def _take_write(self, write: _Write) -> None:
+        from psycopg import pq
+
+        try:
+            with self.connection.wrap_database_errors:
+                self._result(pq.ExecStatus.COMMAND_OK)
+        except BaseException as exc:
+            self.failure = exc  # Django's error, kept for the chunk should the transform catch it
+            raise
+        finally:
+            write.logged(self.connection)
+
+    def write_later(self, sql: str, params: Sequence[Any]) -> bool:
+        """Queue a write to run while the caller works on the next batch (one at a time: a
+        write still queued is run first); False when it cannot be sent this way."""
+        wire = wire_form(sql, params)
+        if wire is None:
+            return False
+        if self.queued is not None:
+            self._run_queued()
+        self.queued = _Write(*wire)
+        return True
+
+    def _run_queued(self) -> None:
+        if self.in_flight:
+            self._collect()
+        write, self.queued = self.queued, None
+        if write is not None:
+            self._send(write.query, write.params, write.started())
+            self._collect()
 
     def before_query(
         self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
     ) -> Any:
-        """Django's execute wrapper: a statement of the transform's waits for the FETCH first."""
+        """Django's execute wrapper: a statement of the transform's waits for the one in flight."""
         if self.in_flight:
-            self.ready = self._collect()
+            self._collect()
         return execute(sql, params, many, context)
 
-    def batches(self) -> Iterator[Batch]:
-        self._send()
+    def __iter__(self) -> Iterator[Batch]:
+        more = True
         while True:
-            batch = self.ready if self.ready is not None else self._collect()
-            self.ready = None
-            full = len(batch) == self.size
-            if full:
-                self._send()  # the server reads the next batch while the caller works on this one
+            if self.failure is not None:
+                raise self.failure
+            if self.in_flight:
+                self._collect()
+            if self.ready is None:
+                if not more:
+                    return
+                self._send(self.fetch_sql, None, True)
+                self._collect()
+            batch, self.ready = self.ready or [], None
+            more = len(batch) == self.size
+            # While the caller works on this batch, the server writes the one before, or reads
+            # (and row-locks) the next.
+            if self.queued is not None:
+                write, self.queued = self.queued, None
+                self._send(write.query, write.params, write.started())
+            elif more:
+                self._send(self.fetch_sql, None, True)
             if batch:
                 yield batch
-            if not full:
-                return
 
     def finish(self, *, failed: bool) -> None:
-        """Collect a FETCH still in flight; close the cursor unless the transaction failed."""
+        """Collect a statement still in flight; unless the transaction failed, run a queued
+        write and close the cursor."""
         try:
             if self.in_flight:
                 self._collect()
             if not failed:
+                if self.failure is not None:
+                    raise self.failure
+                self._run_queued()
                 self.cursor.execute(self.close_sql)
         except Exception:
             if not failed:
@@ -141,3 +262,23 @@ class _ReadAhead:
             # Already failing: the first error is the one to report; the rollback follows.
         finally:
             self.cursor.close()
+
+
+class _Write:
+    """A queued write, as libpq sends it."""
+
+    def __init__(self, query: bytes, params: list[bytes]) -> None:
+        self.query = query
+        self.params = params
+        self.start = 0.0
+
+    def started(self) -> _Write:
+        self.start = time.monotonic()
+        return self
+
+    def logged(self, connection: BaseDatabaseWrapper) -> None:
+        """Into ``connection.queries`` when Django logs queries (DEBUG, CaptureQueriesContext)."""
+        if connection.queries_logged:
+            connection.queries_log.append(
+                {"sql": self.query.decode(), "time": f"{time.monotonic() - self.start:.3f}"}
+            )

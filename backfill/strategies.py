@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -20,10 +20,10 @@ from django.db.models.base import ModelState
 from django.db.models.sql import UpdateQuery
 
 from backfill import keys, reading
-from backfill.bulk import BulkWriter, Change, uniform_names
+from backfill.chunk_writes import ChunkWrites
 from backfill.chunks import ChunkWork, PlannedChunk
 from backfill.columns import check_changes, check_guards, expression_guards
-from backfill.exceptions import TransformFailed
+from backfill.exceptions import ChunkFailed, TransformFailed
 from backfill.transforms import Transform
 
 PREVIEW_ROWS = 5
@@ -224,18 +224,6 @@ class UpdateStrategy:
         return []
 
 
-def write_changes(
-    model: type[models.Model], using: str, changes: list[Change], chunk: PlannedChunk
-) -> int:
-    """Check every new value against its column, then write a chunk's changed rows in bulk
-    (bounded by the chunk's keys); rows written. Raises ValueRejected naming the row.
-    """
-    connection = connections[using]
-    names = uniform_names(changes)  # worked out once for the checks and the write
-    check_changes(model, connection, changes, names)
-    return BulkWriter(model, connection).write(changes, chunk.lo, chunk.hi, names)
-
-
 def _nothing(state: dict[str, Any]) -> tuple[()]:
     """The values of no attnames."""
     return ()
@@ -278,11 +266,14 @@ class IterateStrategy:
         )
 
     @contextmanager
-    def _instances(self, chunk: PlannedChunk, lock: bool) -> Iterator[Iterator[models.Model]]:
+    def _instances(
+        self, chunk: PlannedChunk, lock: bool, writes: ChunkWrites | None
+    ) -> Iterator[Iterator[models.Model]]:
         """The chunk's instances. For a plain model they are built the way ``from_db`` would
         (same ``__dict__``, same ``_state``) without the cost of ``Model.__init__`` per row,
         which dominates a backfill's Python time, from rows read ahead in batches
-        (``backfill.reading``); otherwise Django builds them.
+        (``backfill.reading``), each batch's changes written while the next is transformed
+        (``writes``); otherwise Django builds them.
         """
         queryset = self._chunk_qs(chunk, lock)
         if not self._plain_model():
@@ -291,9 +282,10 @@ class IterateStrategy:
         compiler = queryset.query.get_compiler(using=queryset.db)
         sql, params = compiler.as_sql()
         with reading.batches(compiler.connection, sql, params, FETCH_SIZE) as batches:
-            yield self._build(compiler, batches, queryset.db)
+            rows = batches if writes is None else writes.after(batches)
+            yield self._build(compiler, rows, queryset.db)
 
-    def _build(self, compiler: Any, batches: Iterator[Any], db: str) -> Iterator[models.Model]:
+    def _build(self, compiler: Any, batches: Iterable[Any], db: str) -> Iterator[models.Model]:
         rows = compiler.results_iter(results=batches)
         assert compiler.klass_info is not None
         fields = compiler.klass_info["select_fields"]
@@ -339,23 +331,30 @@ class IterateStrategy:
                 old[a] = "(not loaded)"
 
     def _scan(
-        self, chunk: PlannedChunk, lock: bool, limit: int | None = None, *, detail: bool = True
+        self,
+        chunk: PlannedChunk,
+        lock: bool,
+        limit: int | None = None,
+        *,
+        writes: ChunkWrites | None = None,
     ) -> tuple[int, list[Any]]:
         """Run the transform over the chunk's instances: rows read, and ``(obj, pk, old, new)``
-        per changed row (``new`` holds the changed attnames only), stopping after ``limit``.
-        The hot loop of the iterate strategy.
+        per changed row (``new`` holds the changed attnames only), stopping after ``limit``;
+        with ``writes``, ``(pk, new)`` goes there instead, to be written in bulk. The hot loop
+        of the iterate strategy.
         """
         key_of = keys.row_key(self.model)
         key_attnames = {f.attname for f in keys.key_fields(self.model)}
         func = self.transform.func
-        changes: list[tuple[Any, Any, dict[str, Any] | None, dict[str, Any]]] = []
+        changes: list[Any] = writes.changes if writes is not None else []
+        detail = writes is None
         loaded: list[str] = []
         snapshot: Callable[[dict[str, Any]], Any] = _nothing
         mutable = False
         read = 0
         pk = None
         try:
-            with self._instances(chunk, lock) as instances:
+            with self._instances(chunk, lock, writes) as instances:
                 for obj in instances:
                     state = obj.__dict__
                     if not read:
@@ -383,10 +382,10 @@ class IterateStrategy:
                         self._deferred_set(state, loaded, key_attnames, old, new)
                     if new:
                         # The bulk path keeps only what it writes: less memory per chunk.
-                        changes.append((obj, pk, old, new) if detail else (None, pk, None, new))
+                        changes.append((obj, pk, old, new) if detail else (pk, new))
                         if limit is not None and len(changes) >= limit:
                             break
-        except (DatabaseError, TransformFailed, KeyboardInterrupt):
+        except (DatabaseError, ChunkFailed, KeyboardInterrupt):
             raise
         except BaseException as exc:
             # SystemExit and the like too: a transform never ends the process or the run.
@@ -394,18 +393,19 @@ class IterateStrategy:
         return read, changes
 
     def process(self, chunk: PlannedChunk, *, lock: bool) -> ChunkWork:
-        read, changes = self._scan(chunk, lock, detail=self.save)
-        if self.save:
-            check_changes(
-                self.model,
-                connections[self.queryset.db],
-                [(pk, new) for _o, pk, _d, new in changes],
-            )
-            for obj, _pk, _old, new in changes:
-                obj.save(update_fields=[self.concrete[a].name for a in new], using=self.queryset.db)
-            return ChunkWork(read, len(changes))
-        written = [(pk, new) for _obj, pk, _old, new in changes]
-        return ChunkWork(read, write_changes(self.model, self.queryset.db, written, chunk))
+        if not self.save:
+            writes = ChunkWrites(self.model, self.queryset.db, chunk)
+            read, _ = self._scan(chunk, lock, writes=writes)
+            return ChunkWork(read, writes.finish())
+        read, changes = self._scan(chunk, lock)
+        check_changes(
+            self.model,
+            connections[self.queryset.db],
+            [(pk, new) for _o, pk, _d, new in changes],
+        )
+        for obj, _pk, _old, new in changes:
+            obj.save(update_fields=[self.concrete[a].name for a in new], using=self.queryset.db)
+        return ChunkWork(read, len(changes))
 
     def preview(self, chunk: PlannedChunk) -> list[PreviewRow]:
         _read, changes = self._scan(chunk, False, limit=PREVIEW_ROWS)
@@ -476,16 +476,19 @@ class CursorStrategy:
         return qs.values_list("pk", *(f.attname for f in self.fields))
 
     @contextmanager
-    def _rows(self, chunk: PlannedChunk, lock: bool) -> Iterator[Iterator[Sequence[Any]]]:
-        """The chunk's rows as tuples, read ahead in batches (``backfill.reading``), with
-        Django's converters only when a column has one (JSON, SQLite UUIDs…); no model
-        instances.
+    def _rows(
+        self, chunk: PlannedChunk, lock: bool, writes: ChunkWrites | None
+    ) -> Iterator[Iterator[Sequence[Any]]]:
+        """The chunk's rows as tuples, read ahead in batches (``backfill.reading``), each
+        batch's changes written while the next is transformed (``writes``), with Django's
+        converters only when a column has one (JSON, SQLite UUIDs…); no model instances.
         """
         compiler = self._chunk_qs(chunk, lock).query.get_compiler(using=self.queryset.db)
         sql, params = compiler.as_sql()
         converters = compiler.get_converters([column for column, _, _ in compiler.select])
         with reading.batches(compiler.connection, sql, params, FETCH_SIZE) as batches:
-            rows: Iterator[Sequence[Any]] = itertools.chain.from_iterable(batches)
+            read = batches if writes is None else writes.after(batches)
+            rows: Iterator[Sequence[Any]] = itertools.chain.from_iterable(read)
             if converters:
                 rows = compiler.apply_converters(rows, converters)
             width = len(keys.key_fields(self.model))
@@ -495,18 +498,25 @@ class CursorStrategy:
             yield rows
 
     def _scan(
-        self, chunk: PlannedChunk, lock: bool, limit: int | None = None, *, detail: bool = True
+        self,
+        chunk: PlannedChunk,
+        lock: bool,
+        limit: int | None = None,
+        *,
+        writes: ChunkWrites | None = None,
     ) -> tuple[int, list[Any]]:
         """Run the transform over the chunk: rows read, and ``(pk, row, changes)`` per changed
-        row (stopping after ``limit`` of them). The hot loop of the cursor strategy.
+        row (stopping after ``limit`` of them); with ``writes``, ``(pk, changes)`` goes there
+        instead, to be written in bulk. The hot loop of the cursor strategy.
         """
         keys, slots, func, mutable = self.keys, self.slots, self.transform.func, self.mutable
-        changes: list[Any] = []
+        changes: list[Any] = writes.changes if writes is not None else []
+        detail = writes is None
         append = changes.append
         read = 0
         values: Sequence[Any] = (None,)
         try:
-            with self._rows(chunk, lock) as rows:
+            with self._rows(chunk, lock, writes) as rows:
                 for values in rows:
                     read += 1
                     # Compare with the values as read, not with the row the transform may have
@@ -539,15 +549,16 @@ class CursorStrategy:
                         )
                         if limit is not None and len(changes) >= limit:
                             break
-        except (DatabaseError, TransformFailed, KeyboardInterrupt):
+        except (DatabaseError, ChunkFailed, KeyboardInterrupt):
             raise
         except BaseException as exc:
             raise transform_failed(self.transform, self.model, values[0], exc) from exc
         return read, changes
 
     def process(self, chunk: PlannedChunk, *, lock: bool) -> ChunkWork:
-        read, changes = self._scan(chunk, lock, detail=False)
-        return ChunkWork(read, write_changes(self.model, self.queryset.db, changes, chunk))
+        writes = ChunkWrites(self.model, self.queryset.db, chunk)
+        read, _ = self._scan(chunk, lock, writes=writes)
+        return ChunkWork(read, writes.finish())
 
     def preview(self, chunk: PlannedChunk) -> list[PreviewRow]:
         _read, changes = self._scan(chunk, False, limit=PREVIEW_ROWS)

@@ -36,10 +36,9 @@ COMMANDS = ("backfill_update", "backfill_cursor", "backfill_iterate")
 # (file suffix, function name) of the function whose cumulative time a stage starts from.
 Key = tuple[str, str]
 READ: list[Key] = [
-    ("backfill/reading.py", "_collect"),
+    ("backfill/reading.py", "_take_rows"),
     ("backfill/reading.py", "_send"),
     ("backfill/reading.py", "__init__"),
-    ("backfill/reading.py", "finish"),
 ]
 BUILD: Key = ("backfill/strategies.py", "_build")
 TRANSFORM: list[Key] = [
@@ -49,7 +48,11 @@ TRANSFORM: list[Key] = [
 SCAN: Key = ("backfill/strategies.py", "_scan")
 CHECK: Key = ("backfill/columns.py", "check_changes")
 ENCODE: Key = ("backfill/bulk.py", "_array")
-WRITE_BULK: Key = ("backfill/bulk.py", "_write_postgres")
+# A batch's write: building and sending it, and later waiting for its result.
+WRITE_BULK: list[Key] = [
+    ("backfill/chunk_writes.py", "_write"),
+    ("backfill/reading.py", "_take_write"),
+]
 WRITE_UPDATE: Key = ("backfill/strategies.py", "process")
 COMMIT: Key = ("django/db/transaction.py", "__exit__")
 
@@ -69,13 +72,15 @@ def stages(stats: pstats.Stats, command: str, elapsed: float) -> dict[str, float
     transform = cumulative(stats, *TRANSFORM)
     build = max(0.0, cumulative(stats, BUILD) - read) if command == "backfill_iterate" else 0.0
     scan = cumulative(stats, SCAN)
-    compare = max(0.0, scan - read - build - transform) if scan else 0.0
     check = cumulative(stats, CHECK)
     encode = cumulative(stats, ENCODE)
     if command == "backfill_update":
         write = cumulative(stats, WRITE_UPDATE)
     else:
-        write = max(0.0, cumulative(stats, WRITE_BULK) - encode)
+        write = max(0.0, cumulative(stats, *WRITE_BULK) - check - encode)
+    # On PostgreSQL each batch is checked, encoded and written inside the scan.
+    nested = read + build + transform + (check + encode + write if scan else 0.0)
+    compare = max(0.0, scan - nested) if scan else 0.0
     commit = cumulative(stats, COMMIT)
     found = {
         "read (FETCH, decode rows)": read,
