@@ -49,10 +49,12 @@ class Batches(Protocol):
     def write_later(self, sql: str, params: Sequence[Any]) -> bool: ...
 
 
-def wire_form(sql: str, params: Sequence[Any]) -> tuple[bytes, list[bytes]] | None:
-    """``sql`` with ``$n`` placeholders and its parameters as text, for libpq's own call; None
-    unless every parameter is a ``str`` without a NUL (libpq would cut it there) or a whole
-    number, and every ``%`` in ``sql`` is a ``%s`` placeholder.
+def wire_form(sql: str, params: Sequence[Any], encoding: str) -> tuple[bytes, list[bytes]] | None:
+    """``sql`` with ``$n`` placeholders and its parameters as text in the connection's
+    ``encoding``, for libpq's own call; None unless every parameter is a ``str`` without a NUL
+    (libpq would cut it there) that the encoding can hold, or a whole number, and every ``%``
+    in ``sql`` is a ``%s`` placeholder. The server infers each parameter's type, as psycopg
+    lets it for a ``str``.
     """
     pieces = _PLACEHOLDER.split(sql)
     if len(pieces) != len(params) + 1 or any("%" in piece for piece in pieces):
@@ -66,7 +68,10 @@ def wire_form(sql: str, params: Sequence[Any]) -> tuple[bytes, list[bytes]] | No
         else:
             return None
     query = pieces[0] + "".join(f"${n}{piece}" for n, piece in enumerate(pieces[1:], start=1))
-    return query.encode(), [text.encode() for text in texts]
+    try:
+        return query.encode(encoding), [text.encode(encoding) for text in texts]
+    except UnicodeEncodeError:
+        return None
 
 
 def uses_server_side_cursor(connection: BaseDatabaseWrapper) -> bool:
@@ -197,7 +202,7 @@ class _ReadAhead:
     def write_later(self, sql: str, params: Sequence[Any]) -> bool:
         """Queue a write to run while the caller works on the next batch (one at a time: a
         write still queued is run first); False when it cannot be sent this way."""
-        wire = wire_form(sql, params)
+        wire = wire_form(sql, params, self.raw.info.encoding)
         if wire is None:
             return False
         if self.queued is not None:

@@ -1,4 +1,5 @@
-"""How chunks are written: one UPDATE per chunk, only changed rows and columns, in bulk."""
+"""How chunks are written: one UPDATE per chunk (per read batch on PostgreSQL), only changed rows
+and columns, in bulk."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from django.test.utils import CaptureQueriesContext, override_settings
 import backfill
 from backfill.bulk import text_array
 from backfill.models import Run
+from backfill.reading import wire_form
 from example_site.blog.models import BlogPost
 from tests.support import (
     committing,
@@ -540,3 +542,19 @@ def test_debug_query_log_is_cleared_per_chunk() -> None:
     bound = 20
     assert kept < bound
     assert forced >= chunks * 3 > bound
+
+
+def test_a_write_sent_ahead_goes_only_as_exact_text() -> None:
+    sql = "UPDATE t SET a = v.a FROM unnest(%s::text[]) v(a) WHERE t.id > %s AND t.c = %s"
+    assert wire_form(sql, ['{"a","b"}', 7, "x"], "utf-8") == (
+        b"UPDATE t SET a = v.a FROM unnest($1::text[]) v(a) WHERE t.id > $2 AND t.c = $3",
+        [b'{"a","b"}', b"7", b"x"],
+    )
+    # Anything else is refused, and runs through psycopg's own binding at once.
+    assert wire_form(sql, ["{a}", True, "x"], "utf-8") is None  # a bool is not a number here
+    assert wire_form(sql, ["{a}", 7.5, "x"], "utf-8") is None
+    assert wire_form(sql, ["{a\x00b}", 7, "x"], "utf-8") is None  # libpq would cut at the NUL
+    assert wire_form(sql, ["{é}", 7, "x"], "ascii") is None  # the encoding cannot hold it
+    assert wire_form(sql, ["{a}", 7], "utf-8") is None
+    assert wire_form("UPDATE t SET a = %b", [b"\x01"], "utf-8") is None
+    assert wire_form("UPDATE t SET a = '%%' || %s", ["x"], "utf-8") is None
