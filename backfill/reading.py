@@ -171,13 +171,20 @@ class _ReadAhead:
         return result
 
     def _collect(self) -> None:
-        """Wait for the statement in flight: a FETCH's rows become ``ready``; a write that
-        failed is kept in ``failure`` and raised (Django's error, as for any query)."""
+        """Wait for the statement in flight: a FETCH's rows become ``ready``. A statement that
+        failed raises Django's error, as any query, and the error is kept in ``failure``: the
+        chunk fails with it even if a transform's query met it and caught it (the statements
+        after it would only say the transaction is aborted, and a lock timeout would no longer
+        be retried as one)."""
         write = self.in_flight
-        if write is True:
-            self._take_rows()
-        elif isinstance(write, _Write):
-            self._take_write(write)
+        try:
+            if write is True:
+                self._take_rows()
+            elif isinstance(write, _Write):
+                self._take_write(write)
+        except Exception as exc:
+            self.failure = exc
+            raise
 
     def _take_rows(self) -> None:
         from psycopg import pq
@@ -193,9 +200,6 @@ class _ReadAhead:
         try:
             with self.connection.wrap_database_errors:
                 self._result(pq.ExecStatus.COMMAND_OK)
-        except BaseException as exc:
-            self.failure = exc  # Django's error, kept for the chunk should the transform catch it
-            raise
         finally:
             write.logged(self.connection)
 

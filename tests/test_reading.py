@@ -166,6 +166,40 @@ def test_a_transform_failing_with_a_fetch_in_flight_rolls_back_cleanly(kind: str
 
 
 @pytest.mark.parametrize("kind", ["iterate", "cursor"])
+def test_a_lock_timeout_a_transform_caught_is_still_retried_as_one(kind: str) -> None:
+    make_counters(9)
+    pks = list(Counter.objects.order_by("pk").values_list("pk", flat=True))
+    clock, recorder = FakeClock(), Recorder()
+    holder = RowHolder(
+        f'SELECT 1 FROM "{Counter._meta.db_table}" WHERE id = %s FOR UPDATE', [pks[2]]
+    )
+    sleep = holder.released_by_backoff(clock)
+    caught: list[str] = []
+
+    def on_row(pk: int) -> None:
+        if pk == pks[0]:
+            # Batch 2's FETCH is in flight; this query waits for it, and meets its lock timeout.
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+            except DatabaseError as exc:
+                caught.append(type(exc).__name__)
+
+    with holder:
+        result = run_kind(
+            kind, batch_size=9, lock_timeout=0.2, clock=sleep, reporter=recorder, on_row=on_row
+        )
+
+    assert caught == ["OperationalError"]
+    # Retried as a lock timeout, not failed with "current transaction is aborted".
+    retries = recorder.of(events.Retrying)
+    assert [(r.reason, r.attempt) for r in retries] == [("lock timeout", 1)]
+    assert result.status == "completed"
+    assert result.rows_changed == 9
+    assert set(Counter.objects.values_list("hits", flat=True)) == {1}
+
+
+@pytest.mark.parametrize("kind", ["iterate", "cursor"])
 def test_a_lock_timeout_in_a_batch_read_ahead_is_retried(kind: str) -> None:
     make_counters(9)
     fifth = Counter.objects.order_by("pk").values_list("pk", flat=True)[4]  # batch 3
