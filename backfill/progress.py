@@ -130,7 +130,13 @@ class BarReporter(_Base):
             self.bar.update(event.total_scanned - self.bar.n)
         elif isinstance(event, events.Finished):
             if self.bar is not None:
-                self.bar.close()
+                bar = self.bar
+                if event.result.status == "completed" and bar.total and bar.n < bar.total:
+                    # The estimate was high (dead row versions after a rewrite count in the
+                    # table's size): a run that completed has seen every row, so it ends at 100%.
+                    bar.total = bar.n
+                    bar.refresh()
+                bar.close()
                 self.bar = None
         else:
             self.other(event)

@@ -116,7 +116,7 @@ def test_bar_reporter_shows_rows_rate_and_eta_against_the_estimate() -> None:
     report(_chunk(250, 20, batch=250))
     report(events.Waiting("replica lag", 2.0))
     report(_chunk(500, 40, batch=250))
-    report(events.Finished(Result("fix", "blog.BlogPost", "iterate", "default", "completed")))
+    report(events.Finished(Result("fix", "blog.BlogPost", "iterate", "default", "stopped")))
 
     text = stream.getvalue()
     assert "waiting 2.0 s: replica lag\n" in text
@@ -140,6 +140,20 @@ def test_bar_total_grows_when_the_estimate_was_low() -> None:
 
     assert "100%|" in stream.getvalue().split("\r")[-1]
     assert " 150/150 " in stream.getvalue().split("\r")[-1]
+
+
+def test_a_completed_run_ends_the_bar_at_100_percent_when_the_estimate_was_high() -> None:
+    stream = StringIO()
+    report = BarReporter(stream)
+
+    # A table just rewritten holds a dead version of every row: its estimate is about double.
+    report(events.Started("fix", "blog.BlogPost", "iterate", "db", 1700, 0, False, None))
+    report(_chunk(1000, 0, batch=1000))
+    report(events.Finished(Result("fix", "blog.BlogPost", "iterate", "default", "completed")))
+
+    final = stream.getvalue().split("\r")[-1]
+    assert "100%|" in final
+    assert " 1.00k/1.00k " in final
 
 
 def test_auto_progress_is_a_bar_on_a_terminal_and_log_lines_elsewhere() -> None:
