@@ -214,12 +214,18 @@ class _ReadAhead:
         self.queued = _Write(*wire)
         return True
 
+    def _send_queued(self) -> None:
+        """Send the queued write (the connection must be free)."""
+        write, self.queued = self.queued, None
+        assert write is not None
+        write.start = time.monotonic()
+        self._send(write.query, write.params, write)
+
     def _run_queued(self) -> None:
         if self.in_flight:
             self._collect()
-        write, self.queued = self.queued, None
-        if write is not None:
-            self._send(write.query, write.params, write.started())
+        if self.queued is not None:
+            self._send_queued()
             self._collect()
 
     def before_query(
@@ -247,8 +253,7 @@ class _ReadAhead:
             # While the caller works on this batch, the server writes the one before, or reads
             # (and row-locks) the next.
             if self.queued is not None:
-                write, self.queued = self.queued, None
-                self._send(write.query, write.params, write.started())
+                self._send_queued()
             elif more:
                 self._send(self.fetch_sql, None, True)
             if batch:
@@ -281,13 +286,12 @@ class _Write:
         self.params = params
         self.start = 0.0
 
-    def started(self) -> _Write:
-        self.start = time.monotonic()
-        return self
-
     def logged(self, connection: BaseDatabaseWrapper) -> None:
         """Into ``connection.queries`` when Django logs queries (DEBUG, CaptureQueriesContext)."""
         if connection.queries_logged:
             connection.queries_log.append(
-                {"sql": self.query.decode(), "time": f"{time.monotonic() - self.start:.3f}"}
+                {
+                    "sql": self.query.decode(errors="replace"),
+                    "time": f"{time.monotonic() - self.start:.3f}",
+                }
             )
