@@ -19,6 +19,7 @@ from django.utils import timezone
 from backfill.chunks import ChunkWork, KeyPlanner, PlannedChunk
 from backfill.models import Chunk as ChunkRow
 from backfill.models import Run
+from backfill.plan_ahead import PlanAhead
 
 
 def checkpoint_of(frontier: str | None, *, pending: bool, lowest_pending: str | None) -> str | None:
@@ -35,9 +36,13 @@ class Claim:
 
 
 class ChunkBook:
-    def __init__(self, using: str, planner: KeyPlanner, *, worker: str) -> None:
+    def __init__(
+        self, using: str, planner: KeyPlanner, *, worker: str, ahead: PlanAhead | None = None
+    ) -> None:
         self.using = using
         self.planner = planner
+        # Alone on the run: where the next chunk's plan may already be waiting.
+        self.ahead = ahead
         self.worker_name = worker
         self.no_pending = False
 
@@ -85,7 +90,8 @@ class ChunkBook:
             )
         if not plan_inline or state["planned_all"]:
             return Claim(None)
-        planned = self.planner.next_chunk(
+        plan = self.ahead or self.planner
+        planned = plan.next_chunk(
             self.planner.from_text(state["frontier"]), self.planner.from_text(run.pk_end), size
         )
         if planned is None:

@@ -15,6 +15,9 @@ DEFAULTS: dict[str, Any] = {
     "TARGET_CHUNK_TIME": 0.5,
     "MIN_BATCH_SIZE": 100,
     "MAX_BATCH_SIZE": 50_000,
+    # A run alone on its table (PostgreSQL, MySQL) plans the next chunk on a second
+    # connection while this one is written (backfill.plan_ahead). False = one connection.
+    "PLAN_AHEAD": True,
     # Seconds to sleep after each chunk, and a cap on rows per second (None = no cap).
     "SLEEP": 0.0,
     "MAX_RATE": None,

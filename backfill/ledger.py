@@ -27,6 +27,7 @@ from backfill.exceptions import BadInput, RunBusy
 from backfill.identity import RunIdentity
 from backfill.models import Chunk, Run, RunRecipe, RunWait, Worker
 from backfill.models import Chunk as ChunkRow
+from backfill.plan_ahead import PlanAhead
 from backfill.result import Tally
 
 
@@ -44,14 +45,16 @@ def _ago(moment: Any) -> str:
 
 
 class Ledger:
-    def __init__(self, using: str, planner: KeyPlanner, *, lease: float) -> None:
+    def __init__(
+        self, using: str, planner: KeyPlanner, *, lease: float, ahead: PlanAhead | None = None
+    ) -> None:
         self.using = using
         self.planner = planner
         self.lease = lease
         self.host, self.pid = this_process()
         self.waited = False
         # The run's chunks: claimed, planned, split and completed there.
-        self.chunks = ChunkBook(using, planner, worker=f"{self.host}:{self.pid}")
+        self.chunks = ChunkBook(using, planner, worker=f"{self.host}:{self.pid}", ahead=ahead)
 
     # -- starting and leaving -------------------------------------------------------------
 

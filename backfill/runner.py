@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from django.db import DatabaseError, connections
 
-from backfill import dryrun, events
+from backfill import dryrun, events, plan_ahead
 from backfill.chunks import KeyPlanner
 from backfill.claims import Shared, Solo
 from backfill.conf import Options, get_setting
@@ -26,6 +26,7 @@ from backfill.identity import identify
 from backfill.ledger import Ledger
 from backfill.loop import ChunkLoop
 from backfill.models import Run
+from backfill.plan_ahead import PlanAhead
 from backfill.result import Result, Tally
 from backfill.retry import Retrier
 from backfill.stopping import StopFlag, stop_on_signals
@@ -80,7 +81,8 @@ class Runner:
         planner = KeyPlanner(self.model, self.connection)
         if self.options.dry_run:
             return self._dry_run(planner)
-        ledger = Ledger(self.using, planner, lease=float(get_setting("LEASE_SECONDS")))
+        ahead = self._plan_ahead(planner)
+        ledger = Ledger(self.using, planner, lease=float(get_setting("LEASE_SECONDS")), ahead=ahead)
         assert self.options.batch_size is not None
         retried = Retrier(
             self.connection,
@@ -121,6 +123,8 @@ class Runner:
                 except KeyboardInterrupt:
                     endings.abort(self.clock() - began)
         finally:
+            if ahead is not None:
+                ahead.close()
             try:
                 retried(ledger.leave, run)
             except DatabaseError:
@@ -140,6 +144,18 @@ class Runner:
                 "elsewhere call it outside transaction.atomic()."
             )
         check_filter(self.strategy.queryset)
+
+    def _plan_ahead(self, planner: KeyPlanner) -> PlanAhead | None:
+        """Alone on the run, on a server: plan each next chunk on a second connection."""
+        if self.claims.shared or not get_setting("PLAN_AHEAD"):
+            return None
+        if not plan_ahead.available(self.connection):
+            return None
+        return PlanAhead(
+            planner,
+            lock_timeout=self.options.lock_timeout,
+            statement_timeout=self.options.statement_timeout,
+        )
 
     def _started(
         self, ledger: Ledger, run: Run, resumed: bool, retried: Retrier, endings: Endings
