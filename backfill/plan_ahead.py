@@ -42,6 +42,8 @@ from backfill.chunks import KeyPlanner, PlannedChunk
 logger = logging.getLogger("backfill")
 
 _STOP = None
+# Failed plans in a row after which a run stops planning ahead.
+GIVE_UP_AFTER = 3
 # Seconds close() waits for the helper thread; past it, the daemon thread ends with the process.
 CLOSE_WAIT = 5.0
 
@@ -82,8 +84,9 @@ class PlanAhead:
         self.lock_timeout = lock_timeout
         self.statement_timeout = statement_timeout
         self.ahead: _Ahead | None = None
-        # Plans taken from the helper, for tests and the profile: how often it paid.
+        # Plans taken from the helper (how often it paid), and its failures in a row.
         self.used = 0
+        self.failures = 0
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         # Touched by the helper thread only.
@@ -117,14 +120,29 @@ class PlanAhead:
             return None
         try:
             # Bounded by the same timeouts as planning in the chunk's transaction.
-            return ahead.result.result()
+            planned = ahead.result.result()
         except Exception as exc:
             # Whatever the helper met (a lost connection, a timeout), the chunk plans itself
             # in its transaction and meets its own errors and retries there.
-            logger.debug("Planning ahead failed (%s); planning the chunk in its transaction.", exc)
+            self._failed(exc)
             return None
+        self.failures = 0
+        return planned
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        logger.debug("Planning ahead failed (%s); planning the chunk in its transaction.", exc)
+        if self.failures == GIVE_UP_AFTER:
+            logger.warning(
+                "Planning ahead failed %d times in a row (last: %s); this run plans each chunk "
+                "in its transaction from now on.",
+                self.failures,
+                exc,
+            )
 
     def _send(self, lo: Any, end: Any, size: int) -> None:
+        if self.failures >= GIVE_UP_AFTER:
+            return  # no server slot for a second connection, say: one connection it is
         if self.ahead is not None and not self.ahead.result.done():
             return  # one plan in flight at a time
         result: Future[PlannedChunk | None] = Future()

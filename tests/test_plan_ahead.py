@@ -22,6 +22,7 @@ from tests.run_support import (
     assert_every_row_once,
     assert_ledger_matches_data,
     make_counters,
+    make_many_counters,
     wait_for,
 )
 from tests.support import committing
@@ -184,3 +185,28 @@ def test_a_plan_ahead_that_failed_gives_way_to_planning_in_the_transaction() -> 
     assert second == second_ahead
     assert [c.hi for c in (first, second, third, fourth)] == [pks[9], pks[19], pks[29], pks[39]]
     assert ahead.used == 2  # the second and the fourth
+
+
+def test_a_run_stops_planning_ahead_after_failures_in_a_row(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    make_many_counters(250_000)
+    end = Counter.objects.order_by("-pk").values_list("pk", flat=True)[0]
+    planner = KeyPlanner(Counter, connection)
+    # The helper plans under the chunk's timeouts: 1 ms is too short to walk 50,000 keys,
+    # while this test's own connection, planning inline, has no timeout.
+    ahead = PlanAhead(planner, lock_timeout=5, statement_timeout=0.001)
+    chunks: list[PlannedChunk] = []
+    try:
+        with caplog.at_level("WARNING", logger="backfill"):
+            while chunk := ahead.next_chunk(chunks[-1].hi if chunks else None, end, 50_000):
+                chunks.append(chunk)
+    finally:
+        ahead.close()
+
+    assert [c.keys for c in chunks] == [50_000] * 5
+    assert (ahead.used, ahead.failures) == (0, 3)
+    # Chunks 2 to 4 waited for a plan that failed; chunk 5 was not planned ahead at all.
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("Planning ahead failed 3 times in a row (last: ")
+    assert warning.endswith("this run plans each chunk in its transaction from now on.")
