@@ -2,7 +2,7 @@
 
 A run alone on its table plans each chunk inside the chunk's own transaction: walk the next
 ``size`` primary keys to find where the chunk ends, then write it. That walk is a query of its
-own (an index walk that also visits the heap where the table has churned: up to a quarter of
+own (an index walk that also visits the heap where the table has churned: nearly a fifth of
 ``backfill_update``'s time right after a previous rewrite of the table). Here it runs ahead:
 as soon as chunk N is planned, a helper thread plans chunk N+1 on its own connection while
 chunk N is written, and the next claim takes that plan instead of walking the keys again.
@@ -12,9 +12,10 @@ range ``(lo, hi]``, and the chunk's statements read and write whatever rows that
 when they run, under the chunk's locks. So a plan made a moment earlier, on another
 connection, gives the same rows written exactly once; only the chunk's size can differ by the
 rows inserted or deleted in between. A plan ahead is used only when it starts at the chunk the
-run asks for and is no larger than the size asked for (the pacer may have shrunk it after a
-slow or failed chunk); any other plan, a failed one, and an empty one (the table's end, which
-is checked again) are dropped, and the chunk is planned in its transaction as before.
+run asks for and fits the size asked for (never larger: the pacer may have shrunk it after a
+slow or failed chunk; at most an eighth smaller). Any other plan, a failed one, and an empty
+one (the table's end, which is checked again) are dropped, and the chunk is planned in its
+transaction as before.
 
 The helper's connection holds no row locks (a plain keyed ``SELECT``) and plans with the
 chunk's timeouts, which its session does not keep. PostgreSQL and MySQL only: SQLite plans
