@@ -202,7 +202,9 @@ def test_a_session_dropped_between_chunks_reconnects_and_continues(
             "WHERE application_name = %s",
             [name],
         )
-        assert [row[0] for row in cursor.fetchall()] == [True]
+        # The run's own session, and the one that plans its next chunks ahead (same name).
+        terminated = [row[0] for row in cursor.fetchall()]
+        assert terminated and all(terminated)
     code, _, err = finish(process)
 
     assert code == 0, err
