@@ -116,9 +116,11 @@ class PlanAhead:
     def _take(self, lo: Any, end: Any, size: int) -> PlannedChunk | None:
         """The helper's plan when it is the chunk asked for; None when it is not, failed or is
         empty (the caller then plans the chunk itself)."""
-        ahead, self.ahead = self.ahead, None
+        ahead = self.ahead
         if ahead is None or (ahead.lo, ahead.end) != (lo, end) or not fits(ahead.size, size):
+            # Kept while it runs, so that _send does not queue another walk behind it.
             return None
+        self.ahead = None
         try:
             # Bounded by the same timeouts as planning in the chunk's transaction.
             planned = ahead.result.result()
