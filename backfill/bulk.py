@@ -11,7 +11,7 @@ they are.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -147,15 +147,16 @@ class TableWrite(NamedTuple):
     bounds: tuple[str, list[Any]]
 
 
-Send = Callable[[str, Sequence[Any]], bool]
+Send = mysql.Send
 
 
 class BulkWriter:
     """Writes ``(pk, {attname: value})`` changes of one model with as few statements as possible.
 
-    ``send``, when given, is offered each PostgreSQL ``unnest`` statement first (the chunk
-    reader's ``write_later``, which runs it while the next batch is transformed); a statement it
-    refuses runs at once.
+    ``send``, when given, is offered each PostgreSQL ``unnest`` and MySQL ``JSON_TABLE``
+    statement first (the chunk reader's ``write_later``, which runs it while the next batch is
+    transformed); a statement it refuses runs at once. Keep one writer for a chunk's writes:
+    it asks MySQL's temporary table size once, not with every write.
     """
 
     def __init__(
@@ -168,6 +169,7 @@ class BulkWriter:
         self.connection = connection
         self.qn = connection.ops.quote_name
         self.send = send
+        self._tmp_memory: float | None = None
 
     def write(
         self,
@@ -220,7 +222,15 @@ class BulkWriter:
             self._write_postgres(TableWrite(table, fields, flagged, rows, bounds))
         elif mysql.is_mysql(self.connection):
             mysql.update_from_json(
-                self.connection, table.name, table.key_fields, fields, flagged, rows, bounds
+                self.connection,
+                table.name,
+                table.key_fields,
+                fields,
+                flagged,
+                rows,
+                bounds,
+                send=self.send,
+                memory=self._mysql_memory,
             )
         else:
             per_row = len(table.key_fields) + len(fields) + sum(flagged)
@@ -231,6 +241,11 @@ class BulkWriter:
             for start in range(0, len(rows), step):
                 batch = rows[start : start + step]
                 self._write_values(TableWrite(table, fields, flagged, batch, bounds))
+
+    def _mysql_memory(self) -> float:
+        if self._tmp_memory is None:
+            self._tmp_memory = mysql.tmp_memory(self.connection)
+        return self._tmp_memory
 
     def _assignments(
         self, table: _Table, fields: Sequence[models.Field[Any, Any]], flagged: Sequence[bool]

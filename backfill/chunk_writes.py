@@ -40,6 +40,7 @@ class ChunkWrites:
         self.lo: Any = chunk.lo
         self.written = 0
         self.reader: Batches | None = None
+        self.writer: BulkWriter | None = None
 
     def after(self, reader: Batches) -> Iterator[Batch]:
         """The reader's batches; each batch's changes are written (or queued) before the next
@@ -61,8 +62,9 @@ class ChunkWrites:
         changes = self.changes
         names = uniform_names(changes)
         check_changes(self.model, self.connection, changes, names)
-        later = self.reader.write_later if self.reader is not None else None
-        writer = BulkWriter(self.model, self.connection, send=later)
-        self.written += writer.write(changes, self.lo, hi, names)
+        if self.writer is None:
+            later = self.reader.write_later if self.reader is not None else None
+            self.writer = BulkWriter(self.model, self.connection, send=later)
+        self.written += self.writer.write(changes, self.lo, hi, names)
         self.lo = hi
         changes.clear()  # the statement holds its own copy of the values

@@ -25,8 +25,9 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -49,6 +50,9 @@ TRANSIENT_ERRORS = {
     4031: "connection lost",  # MySQL 8: disconnected by the server for inactivity
 }
 
+# Offered a statement and its parameters to send without waiting; False: run it now instead.
+Send = Callable[[str, Sequence[Any]], bool]
+
 # A JSON document above this size is split over several statements, far below the servers'
 # default max_allowed_packet (16 MB on MariaDB, 64 MB on MySQL).
 MAX_DOCUMENT_BYTES = 4_000_000
@@ -56,6 +60,53 @@ MAX_DOCUMENT_BYTES = 4_000_000
 
 def is_mysql(connection: BaseDatabaseWrapper) -> bool:
     return connection.vendor == "mysql"
+
+
+def sends_ahead(connection: BaseDatabaseWrapper) -> bool:
+    """Whether a statement can be sent on this (open) connection without waiting for it:
+    mysqlclient's usual cursors store a query's rows in memory as it runs, so the connection
+    is free while they are handed out. A connection configured with an unbuffered cursor class
+    (``SSCursor``) is not."""
+    if not is_mysql(connection) or connection.connection is None:
+        return False
+    from MySQLdb.cursors import CursorStoreResultMixIn
+
+    raw = connection.connection
+    cursor_class = getattr(raw, "cursorclass", None)
+    return (
+        hasattr(raw, "send_query")
+        and isinstance(cursor_class, type)
+        and issubclass(cursor_class, CursorStoreResultMixIn)
+    )
+
+
+def send(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> bytes | None:
+    """Send ``sql`` with its ``params`` quoted as mysqlclient's ``execute`` quotes them, without
+    waiting for the result (``receive`` collects it); the statement sent, or None when it
+    cannot be sent this way (a ``%`` that is not a placeholder) and must run as usual."""
+    raw = connection.connection
+    try:
+        query = sql.encode(raw.encoding) % tuple(map(raw.literal, params))
+    except (TypeError, ValueError):
+        return None
+    with connection.wrap_database_errors:
+        raw.send_query(query)
+    return bytes(query)
+
+
+def receive(connection: BaseDatabaseWrapper) -> None:
+    """Wait for the result of the statement ``send`` sent; its error is Django's, as from a
+    cursor (with the errors Django's MySQL cursor calls integrity errors as such)."""
+    import MySQLdb
+    from django.db.backends.mysql.base import CursorWrapper
+
+    with connection.wrap_database_errors:
+        try:
+            connection.connection.read_query_result()
+        except MySQLdb.OperationalError as exc:
+            if exc.args and exc.args[0] in CursorWrapper.codes_for_integrityerror:
+                raise MySQLdb.IntegrityError(*exc.args) from exc
+            raise
 
 
 def is_mariadb(connection: BaseDatabaseWrapper) -> bool:
@@ -297,7 +348,7 @@ def _row_bytes(types: Sequence[str]) -> int:
     return total
 
 
-def _memory(connection: BaseDatabaseWrapper) -> float:
+def tmp_memory(connection: BaseDatabaseWrapper) -> float:
     """Bytes this session's in-memory temporary tables may take before going to disk."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT LEAST(@@SESSION.tmp_table_size, @@SESSION.max_heap_table_size)")
@@ -329,12 +380,17 @@ def update_from_json(
     flagged: Sequence[bool],
     rows: Sequence[tuple[Any, dict[str, Any]]],
     bounds: tuple[str, list[Any]],
+    *,
+    send: Send | None = None,
+    memory: Callable[[], float] | None = None,
 ) -> int:
     """Write ``rows`` (``(pk, {attname: value})``, pk a tuple for a composite key) to
     ``table``; returns the statements run.
 
     ``flagged[i]`` says that not every row changed ``fields[i]``: a per-row flag then keeps
-    the column's value in the rows that did not.
+    the column's value in the rows that did not. ``send``, when given, is offered each
+    statement first (the chunk reader's ``write_later``); ``memory`` gives the session's
+    in-memory temporary table size (``tmp_memory``) when the caller keeps it between writes.
     """
     qn = connection.ops.quote_name
     target = qn(table)
@@ -350,7 +406,7 @@ def update_from_json(
     sized = [_sized_type(field, connection) for field in fields]
     types += [t or "longtext" for t in sized] + ["int"] * sum(flagged)
     materialized = len(rows) * (_row_bytes(types) + _ROW_OVERHEAD)
-    in_memory = all(sized) and materialized <= _memory(connection)
+    in_memory = all(sized) and materialized <= (memory or partial(tmp_memory, connection))()
     for i, (field, flag) in enumerate(zip(fields, flagged, strict=True)):
         columns.append(f"{qn(f'_v{i}')} {sized[i] or 'longtext'} PATH '$[{position}]'")
         position += 1
@@ -369,7 +425,7 @@ def update_from_json(
         f"ON {' AND '.join(joins)} SET {', '.join(assignments)} WHERE 1 = 1{where}"
     )
     items = _items(connection, key_fields, fields, flagged, rows)
-    return _execute(connection, sql, items, bound_params)
+    return _execute(connection, sql, items, bound_params, send)
 
 
 def _items(
@@ -399,14 +455,20 @@ def _items(
 
 
 def _execute(
-    connection: BaseDatabaseWrapper, sql: str, items: list[tuple[Any, ...]], bound_params: list[Any]
+    connection: BaseDatabaseWrapper,
+    sql: str,
+    items: list[tuple[Any, ...]],
+    bound_params: list[Any],
+    send: Send | None,
 ) -> int:
     document = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
     if len(document) > MAX_DOCUMENT_BYTES and len(items) > 1:
         half = len(items) // 2
-        return _execute(connection, sql, items[:half], bound_params) + _execute(
-            connection, sql, items[half:], bound_params
+        return _execute(connection, sql, items[:half], bound_params, send) + _execute(
+            connection, sql, items[half:], bound_params, send
         )
+    if send is not None and send(sql, [document, *bound_params]):
+        return 1
     with connection.cursor() as cursor:
         cursor.execute(sql, [document, *bound_params])
     return 1

@@ -14,8 +14,14 @@ statement is in flight the connection is busy, so every statement Django runs on
 collects that statement's result (an execute wrapper); nothing else changes for the transform.
 A write that failed fails the chunk, even if the transform caught the error.
 
-Elsewhere (SQLite, MySQL, ``DISABLE_SERVER_SIDE_CURSORS``) the query runs as a plain one, read
-with ``fetchmany``, and nothing is written ahead.
+On MySQL and MariaDB the chunk's query runs as a plain one: mysqlclient stores its rows in
+memory as it runs, so the connection is free while they are handed out in batches. Each batch's
+write is sent at once, without waiting (mysqlclient's ``send_query``), and the server runs it
+while the caller transforms the next batch; its result is collected before the connection's
+next statement, the same way as on PostgreSQL.
+
+Elsewhere (SQLite, ``DISABLE_SERVER_SIDE_CURSORS``) the query runs as a plain one, read with
+``fetchmany``, and nothing is written ahead.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from backfill import mysql
 from backfill.database import is_postgres
 
 Batch = list[tuple[Any, ...]]
@@ -36,6 +43,8 @@ Batch = list[tuple[Any, ...]]
 _names = itertools.count(1)
 
 _PLACEHOLDER = re.compile(r"%s")
+
+_W = TypeVar("_W", bound="_Watched")
 
 
 class Batches(Protocol):
@@ -93,18 +102,37 @@ def batches(
     statement. Database errors are Django's, as for any query.
     """
     if uses_server_side_cursor(connection):
-        reader = _ReadAhead(connection, sql, params, size)
-        with connection.execute_wrapper(reader.before_query):
-            try:
-                yield reader
-            except BaseException:
-                reader.finish(failed=True)
-                raise
-            reader.finish(failed=False)
+        with _watched(connection, _ReadAhead(connection, sql, params, size)) as reader:
+            yield reader
         return
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        yield _Fetched(cursor, size)
+        if not mysql.sends_ahead(connection):
+            yield _Fetched(cursor, size)
+            return
+        with _watched(connection, _SentAhead(connection, cursor, size)) as sender:
+            yield sender
+
+
+class _Watched(Protocol):
+    def before_query(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any: ...
+
+    def finish(self, *, failed: bool) -> None: ...
+
+
+@contextmanager
+def _watched(connection: BaseDatabaseWrapper, reader: _W) -> Iterator[_W]:
+    """``reader`` with every other statement on ``connection`` waiting for the one it has in
+    flight (an execute wrapper), finished when the block ends: normally, or failing."""
+    with connection.execute_wrapper(reader.before_query):
+        try:
+            yield reader
+        except BaseException:
+            reader.finish(failed=True)
+            raise
+        reader.finish(failed=False)
 
 
 class _Fetched:
@@ -122,6 +150,70 @@ class _Fetched:
 
     def write_later(self, sql: str, params: Sequence[Any]) -> bool:
         return False
+
+
+class _SentAhead(_Fetched):
+    """MySQL: the chunk's rows, stored by mysqlclient, handed out in batches; each write is
+    sent at once and collected before the connection's next statement (one in flight)."""
+
+    writes_ahead = True
+
+    def __init__(self, connection: BaseDatabaseWrapper, cursor: Any, size: int) -> None:
+        super().__init__(cursor, size)
+        self.connection = connection
+        self.in_flight: _Write | None = None
+        self.failure: BaseException | None = None
+        self.done = False
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in super().__iter__():
+            if self.failure is not None:
+                raise self.failure
+            yield batch
+
+    def write_later(self, sql: str, params: Sequence[Any]) -> bool:
+        if self.done:
+            return False
+        self._collect()
+        start = time.monotonic()
+        query = mysql.send(self.connection, sql, params)
+        if query is None:
+            return False
+        self.in_flight = _Write(query, [])
+        self.in_flight.start = start
+        return True
+
+    def _collect(self) -> None:
+        """Wait for the write in flight. Its error is raised, and kept in ``failure``: the chunk
+        fails with it even if a transform's query met it and caught it."""
+        write, self.in_flight = self.in_flight, None
+        if write is None:
+            return
+        try:
+            mysql.receive(self.connection)
+        except Exception as exc:
+            self.failure = exc
+            raise
+        finally:
+            write.logged(self.connection)
+
+    def before_query(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        """Django's execute wrapper: a statement of the transform's waits for the one in flight."""
+        self._collect()
+        return execute(sql, params, many, context)
+
+    def finish(self, *, failed: bool) -> None:
+        """Collect the write in flight; raise a write's failure unless already failing."""
+        self.done = True
+        try:
+            self._collect()
+            if self.failure is not None:
+                raise self.failure
+        except Exception:
+            if not failed:
+                raise
 
 
 class _ReadAhead:

@@ -6,6 +6,8 @@ connection through mysqlclient, lock waits seen in ``information_schema.INNODB_T
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -13,14 +15,16 @@ from django.db import DataError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 import backfill
-from backfill import events
+from backfill import events, mysql, strategies
 from backfill.bulk import BulkWriter
+from backfill.exceptions import TransformFailed
 from backfill.mysql import transient_reason
 from example_site.blog.models import BlogPost
 from tests.conftest import database_url
 from tests.run_support import FakeClock, Recorder, make_counters
 from tests.sessions import connect
 from tests.support import run
+from tests.test_safety import run_kind
 from tests.testapp.models import Counter, SparseItem
 
 pytestmark = [
@@ -324,3 +328,105 @@ def test_long_text_and_chunks_too_big_for_memory_keep_the_plain_join() -> None:
     (sql,) = [q["sql"] for q in queries.captured_queries if "JSON_TABLE" in q["sql"]]
     assert "STRAIGHT_JOIN" not in sql and "longtext" in sql  # title is varchar(255)
     assert BlogPost.objects.get(pk=post.pk).title == "T" * 255
+
+
+# -- Each batch's write runs on the server while the transform works on the next ----------------
+
+
+@contextmanager
+def slow_writes(seconds: float) -> Iterator[None]:
+    """Every Counter row an UPDATE changes costs the server ``seconds`` (a trigger), so that a
+    write is still running when another session looks."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TRIGGER backfill_test_slow BEFORE UPDATE ON `{TABLE}` FOR EACH ROW "
+            f"SET NEW.hits = NEW.hits + SLEEP({float(seconds)})"
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER IF EXISTS backfill_test_slow")
+
+
+def running(observer: Any, thread: int) -> str:
+    """The first word of the statement session ``thread`` runs now ('' when it runs none)."""
+    cursor = observer.cursor()
+    cursor.execute(
+        "SELECT COALESCE(INFO, '') FROM information_schema.PROCESSLIST WHERE ID = %s", [thread]
+    )
+    (info,) = cursor.fetchone()
+    return str(info).split(" ", 1)[0]
+
+
+def this_session() -> int:
+    connection.ensure_connection()
+    return int(connection.connection.thread_id())
+
+
+@pytest.mark.parametrize("kind", ["iterate", "cursor"])
+def test_a_batch_is_written_while_the_transform_works_on_the_next(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(strategies, "FETCH_SIZE", 2)
+    pks = make_counters(6)
+    thread = this_session()
+    observer = connect()
+    seen: dict[int, tuple[str, int]] = {}
+
+    def on_row(pk: int) -> None:
+        if pk in (pks[0], pks[2], pks[4]):
+            doing = running(observer, thread)
+            # A query of the transform's own waits for the write in flight, then sees it.
+            seen[pk] = (doing, Counter.objects.filter(hits=1).count())
+
+    try:
+        with slow_writes(0.2), CaptureQueriesContext(connection) as queries:
+            result = run_kind(kind, batch_size=100, on_row=on_row)
+    finally:
+        observer.close()
+
+    # Batch 1: nothing sent yet. Batch 2: batch 1's write runs on the server meanwhile, inside
+    # the chunk's transaction (this session sees it once collected). Batch 3: batch 2's.
+    assert seen == {pks[0]: ("", 0), pks[2]: ("UPDATE", 2), pks[4]: ("UPDATE", 4)}
+    # One bulk statement per read batch, each bounded to its batch's keys, in the query log.
+    writes = [q["sql"] for q in queries.captured_queries if "JSON_TABLE" in q["sql"]]
+    assert len(writes) == 3
+    assert all(f"`{TABLE}`.`id` <= {pk}" in sql for sql, pk in zip(writes, pks[1::2], strict=True))
+    assert result.rows_changed == 6
+    assert set(Counter.objects.values_list("hits", flat=True)) == {1}
+
+
+@pytest.mark.parametrize("kind", ["iterate", "cursor"])
+def test_a_transform_failing_with_a_write_in_flight_rolls_back_on_the_same_session(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(strategies, "FETCH_SIZE", 2)
+    pks = make_counters(6)
+    thread = this_session()
+
+    def on_row(pk: int) -> None:
+        if pk == pks[2]:  # batch 2, with batch 1's write still running
+            raise ValueError("bad row")
+
+    with slow_writes(0.2), pytest.raises(TransformFailed, match=r"pk=\d+: ValueError: bad row"):
+        run_kind(kind, batch_size=100, on_row=on_row)
+
+    # The write's result was read before the rollback: the session was not dropped for
+    # "commands out of sync", and nothing of the chunk stayed.
+    assert this_session() == thread
+    assert set(Counter.objects.values_list("hits", flat=True)) == {0}
+    assert run_kind(kind, batch_size=100, restart=True).rows_changed == 6
+
+
+def test_an_unbuffered_cursor_class_writes_after_the_last_batch() -> None:
+    from MySQLdb.cursors import Cursor, SSCursor
+
+    this_session()
+    raw = connection.connection
+    assert mysql.sends_ahead(connection)
+    raw.cursorclass = SSCursor  # rows would still be on the wire while they are handed out
+    try:
+        assert not mysql.sends_ahead(connection)
+    finally:
+        raw.cursorclass = Cursor
