@@ -1,15 +1,17 @@
 """MySQL and MariaDB: what the engine does differently there.
 
 Everything here is reached through ``backfill.database`` (timeouts, errors, estimates, replica
-lag, plans) and ``backfill.bulk`` (the write); no other module asks for this backend by name.
+lag, plans), ``backfill.bulk`` (the write) and ``backfill.reading`` (writes sent without
+waiting); no other module asks for this backend by name.
 
 - Per-chunk settings. MySQL has no ``SET LOCAL``: the lock waits (``innodb_lock_wait_timeout``,
   ``lock_wait_timeout``), the statement limit (``max_statement_time`` on MariaDB,
   ``max_execution_time`` for reads on MySQL) and strict SQL mode are set on the session before
   the chunk's transaction and restored right after it, so a pooled connection keeps nothing.
 - The write. One ``UPDATE t JOIN JSON_TABLE(%s, …) v ON t.pk = v._k SET …`` per table and
-  chunk (``t STRAIGHT_JOIN`` the JSON rows materialized, when its columns are short: see
-  ``_update_join``): the changed rows travel as one JSON document, whatever their number.
+  read batch (``t STRAIGHT_JOIN`` the JSON rows materialized, when its columns are short: see
+  ``_update_join``): the changed rows travel as one JSON document, whatever their number, sent
+  with ``send_query`` while the next batch is transformed (``statement``, ``send``, ``receive``).
   Measured on MariaDB 10.11 against a ``VALUES`` table and a ``UNION ALL`` derived table of
   the same rows (docs/mysql.md), it parses the fastest. Values are extracted as text and
   converted by the assignment itself, under strict mode, so a value the column cannot hold
@@ -80,18 +82,21 @@ def sends_ahead(connection: BaseDatabaseWrapper) -> bool:
     )
 
 
-def send(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> bytes | None:
-    """Send ``sql`` with its ``params`` quoted as mysqlclient's ``execute`` quotes them, without
-    waiting for the result (``receive`` collects it); the statement sent, or None when it
-    cannot be sent this way (a ``%`` that is not a placeholder) and must run as usual."""
+def statement(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> bytes | None:
+    """``sql`` with its ``params`` quoted as mysqlclient's ``execute`` quotes them, for
+    ``send``; None when it cannot be built this way (a ``%`` that is not a placeholder) and
+    must run as usual."""
     raw = connection.connection
     try:
-        query = sql.encode(raw.encoding) % tuple(map(raw.literal, params))
+        return bytes(sql.encode(raw.encoding) % tuple(map(raw.literal, params)))
     except (TypeError, ValueError):
         return None
+
+
+def send(connection: BaseDatabaseWrapper, query: bytes) -> None:
+    """Send a ``statement`` without waiting for its result: ``receive`` collects it."""
     with connection.wrap_database_errors:
-        raw.send_query(query)
-    return bytes(query)
+        connection.connection.send_query(query)
 
 
 def receive(connection: BaseDatabaseWrapper) -> None:

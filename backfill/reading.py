@@ -174,13 +174,15 @@ class _SentAhead(_Fetched):
     def write_later(self, sql: str, params: Sequence[Any]) -> bool:
         if self.done:
             return False
-        self._collect()
-        start = time.monotonic()
-        query = mysql.send(self.connection, sql, params)
+        # Quoted while the server may still run the write before it.
+        query = mysql.statement(self.connection, sql, params)
         if query is None:
             return False
-        self.in_flight = _Write(query, [])
-        self.in_flight.start = start
+        self._collect()
+        write = _Write(query, [])
+        write.start = time.monotonic()
+        mysql.send(self.connection, query)
+        self.in_flight = write
         return True
 
     def _collect(self) -> None:

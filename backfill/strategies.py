@@ -230,7 +230,8 @@ def _nothing(state: dict[str, Any]) -> tuple[()]:
 
 
 class IterateStrategy:
-    """Model instances through the ORM; changed rows written in one bulk statement per chunk."""
+    """Model instances through the ORM; changed rows written in bulk, a statement per read batch
+    (PostgreSQL, MySQL) or per chunk."""
 
     kind = "iterate"
     locks_rows = True
