@@ -364,13 +364,18 @@ def this_session() -> int:
     return int(connection.connection.thread_id())
 
 
+@pytest.fixture
+def batches_of_two(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], int]:
+    """Six Counter rows, read in batches of two; their pks and this session's thread id."""
+    monkeypatch.setattr(strategies, "FETCH_SIZE", 2)
+    return make_counters(6), this_session()
+
+
 @pytest.mark.parametrize("kind", ["iterate", "cursor"])
 def test_a_batch_is_written_while_the_transform_works_on_the_next(
-    kind: str, monkeypatch: pytest.MonkeyPatch
+    kind: str, batches_of_two: tuple[list[int], int]
 ) -> None:
-    monkeypatch.setattr(strategies, "FETCH_SIZE", 2)
-    pks = make_counters(6)
-    thread = this_session()
+    pks, thread = batches_of_two
     observer = connect()
     seen: dict[int, tuple[str, int]] = {}
 
@@ -399,11 +404,9 @@ def test_a_batch_is_written_while_the_transform_works_on_the_next(
 
 @pytest.mark.parametrize("kind", ["iterate", "cursor"])
 def test_a_transform_failing_with_a_write_in_flight_rolls_back_on_the_same_session(
-    kind: str, monkeypatch: pytest.MonkeyPatch
+    kind: str, batches_of_two: tuple[list[int], int]
 ) -> None:
-    monkeypatch.setattr(strategies, "FETCH_SIZE", 2)
-    pks = make_counters(6)
-    thread = this_session()
+    pks, thread = batches_of_two
 
     def on_row(pk: int) -> None:
         if pk == pks[2]:  # batch 2, with batch 1's write still running
