@@ -174,6 +174,9 @@ class _SentAhead(_Fetched):
     def write_later(self, sql: str, params: Sequence[Any]) -> bool:
         if self.done:
             return False
+        if self.failure is not None:
+            # MySQL keeps the transaction after a failed statement: send nothing more into it.
+            raise self.failure
         # Quoted while the server may still run the write before it.
         query = mysql.statement(self.connection, sql, params)
         if query is None:
