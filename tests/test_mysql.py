@@ -433,3 +433,29 @@ def test_an_unbuffered_cursor_class_writes_after_the_last_batch() -> None:
         assert not mysql.sends_ahead(connection)
     finally:
         raw.cursorclass = Cursor
+
+
+def test_a_document_past_the_size_limit_is_split_and_each_half_sent_in_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(strategies, "FETCH_SIZE", 10)
+    monkeypatch.setattr(mysql, "MAX_DOCUMENT_BYTES", 120)  # about five rows of (key, name)
+    pks = make_counters(20)
+
+    with CaptureQueriesContext(connection) as queries:
+        result = backfill.cursor(
+            Counter.objects.all(),
+            fields=["name"],
+            transform=lambda row: {"name": f"renamed {row['pk']}"},
+            batch_size=100,
+        )
+
+    writes = [q["sql"] for q in queries.captured_queries if "JSON_TABLE" in q["sql"]]
+    # Two read batches of ten rows, each document split until it fits: more statements than
+    # batches, every one under the limit, every row written once.
+    assert len(writes) > 2
+    documents = [sql.split("JSON_TABLE('", 1)[1].split("', '$[*]'")[0] for sql in writes]
+    assert all(len(document.replace('\\"', '"')) <= 120 for document in documents)
+    assert result.rows_changed == 20
+    names = dict(Counter.objects.values_list("pk", "name"))
+    assert names == {pk: f"renamed {pk}" for pk in pks}
