@@ -229,8 +229,8 @@ class BulkWriter:
                 flagged,
                 rows,
                 bounds,
-                send=self.send,
                 memory=self._mysql_memory,
+                send=self.send,
             )
         else:
             per_row = len(table.key_fields) + len(fields) + sum(flagged)

@@ -29,7 +29,6 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -88,7 +87,8 @@ def statement(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) 
     must run as usual."""
     raw = connection.connection
     try:
-        return bytes(sql.encode(raw.encoding) % tuple(map(raw.literal, params)))
+        query: bytes = sql.encode(raw.encoding) % tuple(map(raw.literal, params))
+        return query
     except (TypeError, ValueError):
         return None
 
@@ -386,16 +386,16 @@ def update_from_json(
     rows: Sequence[tuple[Any, dict[str, Any]]],
     bounds: tuple[str, list[Any]],
     *,
+    memory: Callable[[], float],
     send: Send | None = None,
-    memory: Callable[[], float] | None = None,
 ) -> int:
     """Write ``rows`` (``(pk, {attname: value})``, pk a tuple for a composite key) to
     ``table``; returns the statements run.
 
     ``flagged[i]`` says that not every row changed ``fields[i]``: a per-row flag then keeps
-    the column's value in the rows that did not. ``send``, when given, is offered each
-    statement first (the chunk reader's ``write_later``); ``memory`` gives the session's
-    in-memory temporary table size (``tmp_memory``) when the caller keeps it between writes.
+    the column's value in the rows that did not. ``memory`` gives the session's in-memory
+    temporary table size (``tmp_memory``, kept by the caller between writes); ``send``, when
+    given, is offered each statement first (the chunk reader's ``write_later``).
     """
     qn = connection.ops.quote_name
     target = qn(table)
@@ -411,7 +411,7 @@ def update_from_json(
     sized = [_sized_type(field, connection) for field in fields]
     types += [t or "longtext" for t in sized] + ["int"] * sum(flagged)
     materialized = len(rows) * (_row_bytes(types) + _ROW_OVERHEAD)
-    in_memory = all(sized) and materialized <= (memory or partial(tmp_memory, connection))()
+    in_memory = all(sized) and materialized <= memory()
     for i, (field, flag) in enumerate(zip(fields, flagged, strict=True)):
         columns.append(f"{qn(f'_v{i}')} {sized[i] or 'longtext'} PATH '$[{position}]'")
         position += 1
