@@ -153,10 +153,10 @@ Send = mysql.Send
 class BulkWriter:
     """Writes ``(pk, {attname: value})`` changes of one model with as few statements as possible.
 
-    ``send``, when given, is offered each PostgreSQL ``unnest`` and MySQL ``JSON_TABLE``
-    statement first (the chunk reader's ``write_later``, which runs it while the next batch is
-    transformed); a statement it refuses runs at once. Keep one writer for a chunk's writes:
-    it asks MySQL's temporary table size once, not with every write.
+    ``send``, when given, is offered each PostgreSQL ``unnest`` and MySQL statement first (the
+    chunk reader's ``write_later``, which runs it while the next batch is transformed); a
+    statement it refuses runs at once. Keep one writer for a chunk's writes: it asks MySQL's
+    temporary table size once, not with every write.
     """
 
     def __init__(

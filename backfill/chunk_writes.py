@@ -1,14 +1,14 @@
 """Writing a chunk's changed rows as its batches are read.
 
-On PostgreSQL and MySQL/MariaDB, once the caller has transformed a read batch, that batch's
-changes are checked and queued as one ``UPDATE … FROM unnest(…)`` (``… JSON_TABLE(…)`` on MySQL),
-which the server runs while the caller transforms the next batch (``backfill.reading``). Python
-and the server then work at the same time instead of taking turns, and a chunk holds one batch of
-changes at most. Everything stays inside the chunk's transaction: its checkpoint is written after
-the last batch's write, in the same commit, so a crash still leaves all of a chunk's rows or
-none. Elsewhere (SQLite, a model built by Django's own iterator, a MySQL connection with an
-unbuffered cursor class) the changes are kept and written together after the last batch, one
-statement per table.
+On PostgreSQL and MySQL/MariaDB, once the caller has transformed a read batch, that batch's changes
+are checked and queued as one ``UPDATE … FROM unnest(…)`` (on MySQL ``… JSON_TABLE(…)``, or a list
+of keys when the rows all take the same values), which the server runs while the caller transforms
+the next batch (``backfill.reading``). Python and the server then work at the same time instead of
+taking turns, and a chunk holds one batch of changes at most. Everything stays inside the chunk's
+transaction: its checkpoint is written after the last batch's write, in the same commit, so a crash
+still leaves all of a chunk's rows or none. Elsewhere (SQLite, a model built by Django's own
+iterator, a MySQL connection with an unbuffered cursor class) the changes are kept and written
+together after the last batch, one statement per table.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from tests.run_support import FakeClock, Recorder, make_counters
 from tests.sessions import connect
 from tests.support import run
 from tests.test_safety import run_kind
-from tests.testapp.models import Counter, SparseItem
+from tests.testapp.models import Attachment, CodeItem, Counter, SparseItem
 
 pytestmark = [
     pytest.mark.skipif(connection.vendor != "mysql", reason="MySQL/MariaDB only"),
@@ -276,6 +276,15 @@ def test_a_zero_divisor_fails_even_when_the_session_would_give_null() -> None:
     assert list(SparseItem.objects.order_by("id").values_list("views", flat=True)) == [5, 0]
 
 
+def writes_to(table: str, queries: CaptureQueriesContext) -> list[str]:
+    """The UPDATE statements of ``table`` in the query log, in order."""
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith("UPDATE") and f"`{table}`" in q["sql"]
+    ]
+
+
 def write_counters(changes: list[tuple[int, dict[str, Any]]]) -> str:
     """Write ``changes`` to Counter in one bulk statement under strict mode (as every chunk
     runs), without the value checks that run before it; the statement's SQL."""
@@ -283,7 +292,7 @@ def write_counters(changes: list[tuple[int, dict[str, Any]]]) -> str:
         with connection.cursor() as cursor:
             cursor.execute("SET SESSION sql_mode = 'STRICT_TRANS_TABLES'")
         BulkWriter(Counter, connection).write(changes)
-    (sql,) = [q["sql"] for q in queries.captured_queries if "JSON_TABLE" in q["sql"]]
+    (sql,) = writes_to(TABLE, queries)
     return sql
 
 
@@ -300,10 +309,13 @@ def test_short_columns_are_joined_chunk_first_and_a_cut_value_still_fails() -> N
 
     # JSON_TABLE cuts a longer value to the 51 or 24 characters of its column: still more
     # than the column holds, so strict mode fails the statement instead of storing a cut value.
-    for too_big in ({"name": "x" * 500}, {"hits": 10**30}):
+    for too_big, fits in (({"name": "x" * 500}, {"name": "y"}), ({"hits": 10**30}, {"hits": 3})):
         with pytest.raises(DataError):
-            write_counters([(pks[2], too_big)])
-    assert Counter.objects.get(pk=pks[2]).name == "c2"
+            write_counters([(pks[2], too_big), (pks[3], fits)])
+    assert list(Counter.objects.filter(pk__in=pks[2:]).values_list("name", "hits")) == [
+        ("c2", 0),
+        ("c3", 0),
+    ]
 
 
 def test_long_text_and_chunks_too_big_for_memory_keep_the_plain_join() -> None:
@@ -313,40 +325,148 @@ def test_long_text_and_chunks_too_big_for_memory_keep_the_plain_join() -> None:
         # The smallest the server allows: 16 kB holds about 60 rows of (key, varchar(51)).
         cursor.execute("SET SESSION max_heap_table_size = 16384")
     try:
-        few = write_counters([(pk, {"name": "f"}) for pk in pks[:40]])
-        many = write_counters([(pk, {"name": "n"}) for pk in pks])
+        few = write_counters([(pk, {"name": f"f{pk}"}) for pk in pks[:40]])
+        many = write_counters([(pk, {"name": f"n{pk}"}) for pk in pks])
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SET SESSION max_heap_table_size = DEFAULT")
 
     assert "STRAIGHT_JOIN" in few
     assert "STRAIGHT_JOIN" not in many and " JOIN JSON_TABLE(" in many
-    assert set(Counter.objects.values_list("name", flat=True)) == {"n"}
-    post = BlogPost.objects.create(title="t", author="a")
+    assert dict(Counter.objects.values_list("pk", "name")) == {pk: f"n{pk}" for pk in pks}
+    posts = BlogPost.objects.bulk_create(BlogPost(title="t", author="a") for _ in range(2))
+    titles = ["T" * 255, "U" * 255]
     with CaptureQueriesContext(connection) as queries:
-        BulkWriter(BlogPost, connection).write([(post.pk, {"title": "T" * 255})])
-    (sql,) = [q["sql"] for q in queries.captured_queries if "JSON_TABLE" in q["sql"]]
+        BulkWriter(BlogPost, connection).write(
+            [(p.pk, {"title": t}) for p, t in zip(posts, titles, strict=True)]
+        )
+    (sql,) = writes_to(BlogPost._meta.db_table, queries)
     assert "STRAIGHT_JOIN" not in sql and "longtext" in sql  # title is varchar(255)
-    assert BlogPost.objects.get(pk=post.pk).title == "T" * 255
+    assert list(BlogPost.objects.order_by("pk").values_list("title", flat=True)) == titles
+
+
+# -- Rows that all take the same values: listed by key, no JSON table ----------------------------
+
+
+def test_rows_sharing_their_new_values_are_listed_by_key_and_only_they_are_written() -> None:
+    pks = make_counters(6)
+    Counter.objects.filter(pk=pks[1]).update(name="same")  # already holds it: not written
+
+    # hits counts the rows an UPDATE reaches, changed or not.
+    with on_update("NEW.hits = OLD.hits + 1"), CaptureQueriesContext(connection) as queries:
+        result = backfill.cursor(
+            Counter.objects.all(),
+            fields=["name"],
+            transform=lambda row: {"name": "same"},
+            batch_size=100,
+        )
+
+    (sql,) = writes_to(TABLE, queries)
+    changed = [pk for pk in pks if pk != pks[1]]
+    # The batch's key range drives; the list filters it (no index lookup per key).
+    key = f"`{TABLE}`.`id`"
+    assert sql.startswith(
+        f"UPDATE `{TABLE}` SET `{TABLE}`.`name` = 'same' WHERE {key} >= {changed[0]} AND "
+        f"{key} <= {changed[-1]} AND ({key} + 0) IN ({','.join(map(str, changed))})"
+    )
+    assert result.rows_changed == 5
+    assert dict(Counter.objects.values_list("pk", "hits")) == {
+        pk: 0 if pk == pks[1] else 1 for pk in pks
+    }
+    assert set(Counter.objects.values_list("name", flat=True)) == {"same"}
+
+
+def test_rows_with_different_values_or_past_the_key_limit_keep_the_json_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pks = make_counters(4)
+    with CaptureQueriesContext(connection) as queries:
+        backfill.cursor(
+            Counter.objects.all(),
+            fields=["name"],
+            transform=lambda row: {"name": "odd" if row["pk"] % 2 else "even"},
+            batch_size=100,
+        )
+    monkeypatch.setattr(mysql, "MAX_SHARED_KEYS", 3)
+    with CaptureQueriesContext(connection) as more:
+        backfill.cursor(Counter.objects.all(), set={"hits": 9}, batch_size=100)
+    CodeItem.objects.bulk_create(CodeItem(code=f"k{i}", name="n") for i in range(3))
+    with CaptureQueriesContext(connection) as text_keys:  # a key that is not a whole number
+        backfill.cursor(CodeItem.objects.all(), set={"name": "m"}, batch_size=100)
+
+    assert ["JSON_TABLE" in sql for sql in writes_to(TABLE, queries)] == [True]
+    assert ["JSON_TABLE" in sql for sql in writes_to(TABLE, more)] == [True]
+    code_table = CodeItem._meta.db_table
+    assert ["JSON_TABLE" in sql for sql in writes_to(code_table, text_keys)] == [True]
+    assert set(CodeItem.objects.values_list("name", flat=True)) == {"m"}
+    assert dict(Counter.objects.values_list("pk", "name")) == {
+        pk: "odd" if pk % 2 else "even" for pk in pks
+    }
+    assert set(Counter.objects.values_list("hits", flat=True)) == {9}
+
+
+def test_a_shared_value_the_column_cannot_hold_fails_under_strict_mode() -> None:
+    pks = make_counters(3)
+    for too_big in ({"name": "x" * 51}, {"hits": 2**31}):
+        with pytest.raises(DataError):
+            write_counters([(pk, too_big) for pk in pks])
+    assert list(Counter.objects.order_by("pk").values_list("name", "hits")) == [
+        ("c0", 0),
+        ("c1", 0),
+        ("c2", 0),
+    ]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-row"])
+def test_bytes_and_null_are_stored_exactly_on_either_write_path(shared: bool) -> None:
+    Attachment.objects.bulk_create(Attachment(name=f"a{i}", data=b"old") for i in range(4))
+    odd = bytes(range(256)) + b"'\\\"%s"  # every byte, quotes, a backslash, a placeholder
+
+    def new_bytes(row: dict[str, Any]) -> dict[str, Any]:
+        return {"data": odd if shared else odd + row["name"].encode()}
+
+    with CaptureQueriesContext(connection) as queries:
+        backfill.cursor(Attachment.objects.all(), fields=["name", "data"], transform=new_bytes)
+        backfill.cursor(Attachment.objects.filter(name="a1"), set={"data": None})
+
+    table = Attachment._meta.db_table
+    first, null = writes_to(table, queries)
+    assert ("JSON_TABLE" not in first) == shared and "FROM_BASE64" in first
+    assert "JSON_TABLE" not in null  # one row shares its value with itself
+    stored = {
+        name: None if data is None else bytes(data)
+        for name, data in Attachment.objects.values_list("name", "data")
+    }
+    assert stored == {
+        "a0": odd if shared else odd + b"a0",
+        "a1": None,
+        "a2": odd if shared else odd + b"a2",
+        "a3": odd if shared else odd + b"a3",
+    }
 
 
 # -- Each batch's write runs on the server while the transform works on the next ----------------
 
 
 @contextmanager
-def slow_writes(seconds: float) -> Iterator[None]:
-    """Every Counter row an UPDATE changes costs the server ``seconds`` (a trigger), so that a
-    write is still running when another session looks."""
+def on_update(assignment: str) -> Iterator[None]:
+    """A trigger doing ``SET NEW.…`` ``assignment`` to every Counter row an UPDATE reaches."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"CREATE TRIGGER backfill_test_slow BEFORE UPDATE ON `{TABLE}` FOR EACH ROW "
-            f"SET NEW.hits = NEW.hits + SLEEP({float(seconds)})"
+            f"CREATE TRIGGER backfill_test_trigger BEFORE UPDATE ON `{TABLE}` FOR EACH ROW "
+            f"SET {assignment}"
         )
     try:
         yield
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER IF EXISTS backfill_test_slow")
+            cursor.execute("DROP TRIGGER IF EXISTS backfill_test_trigger")
+
+
+def slow_writes(seconds: float) -> Any:
+    """Every Counter row an UPDATE changes costs the server ``seconds``, so that a write is
+    still running when another session looks."""
+    return on_update(f"NEW.hits = NEW.hits + SLEEP({float(seconds)})")
 
 
 def running(observer: Any, thread: int) -> str:
@@ -394,9 +514,10 @@ def test_a_batch_is_written_while_the_transform_works_on_the_next(
     # Batch 1: nothing sent yet. Batch 2: batch 1's write runs on the server meanwhile, inside
     # the chunk's transaction (this session sees it once collected). Batch 3: batch 2's.
     assert seen == {pks[0]: ("", 0), pks[2]: ("UPDATE", 2), pks[4]: ("UPDATE", 4)}
-    # One bulk statement per read batch, each bounded to its batch's keys, in the query log.
-    writes = [q["sql"] for q in queries.captured_queries if "JSON_TABLE" in q["sql"]]
-    assert len(writes) == 3
+    # One bulk statement per read batch, each bounded to its batch's keys, in the query log
+    # (every row takes hits 1: listed by key, not joined to a JSON table).
+    writes = writes_to(TABLE, queries)
+    assert len(writes) == 3 and not any("JSON_TABLE" in sql for sql in writes)
     assert all(f"`{TABLE}`.`id` <= {pk}" in sql for sql, pk in zip(writes, pks[1::2], strict=True))
     assert result.rows_changed == 6
     assert set(Counter.objects.values_list("hits", flat=True)) == {1}

@@ -122,3 +122,13 @@ class TenantItem(models.Model):
 
     def __str__(self) -> str:
         return f"TenantItem {self.tenant_id}/{self.id}"
+
+
+class Attachment(models.Model):
+    """A binary column: MySQL receives its bytes as base64 and decodes them in the statement."""
+
+    name = models.CharField(max_length=50)
+    data = models.BinaryField(null=True)
+
+    def __str__(self) -> str:
+        return self.name
