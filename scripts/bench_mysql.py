@@ -8,7 +8,8 @@ Side by side in one run, each in its own process (peak RSS from ``wait4``), on t
 (seeded once, copied back once per benchmark; each way rewrites every row in place with a
 value as wide as the seeded ones; before each way the server settles: InnoDB's purge done and
 the table's dirty pages flushed), ``--repeat`` rounds, each way's best time: one ``UPDATE``,
-``backfill_update``, ``backfill_cursor``, ``backfill_iterate``, and the django-mysql way:
+``backfill_update``, ``backfill_cursor``, ``backfill_cursor`` with a transform that gives every
+row a value of its own (``numbered``), ``backfill_iterate``, and the django-mysql way:
 ``SmartChunkedIterator`` with ``update()`` per chunk, and its per-row loop (``SmartIterator``
 + ``save()``, on the first ``--sample`` rows, extrapolated and marked ``~``). Targets (issue
 14, reported, not enforced): ``backfill_update`` ≤ 1.2x, ``backfill_cursor`` ≤ 2.5x,
@@ -79,12 +80,22 @@ WAYS = [
     "one UPDATE",
     "backfill_update",
     "backfill_cursor",
+    "backfill_cursor, a value per row",
     "backfill_iterate",
     "django-mysql chunks + update()",
     "django-mysql per-row save()",
 ]
 # --only's names of the ways whose labels have spaces.
-SHORT = {"smart_update": WAYS[4], "smart_save": WAYS[5]}
+SHORT = {"cursor_per_row": WAYS[3], "smart_update": WAYS[5], "smart_save": WAYS[6]}
+# The per-row way's values: the first 24 characters of the round's value, then the row's key.
+PREFIX = os.environ.get("BENCH_VALUE", "")[:24]
+
+
+def numbered(row: dict[str, Any]) -> dict[str, str]:
+    """The transform of ``backfill_cursor, a value per row``: every row gets a value of its own
+    (as wide as the others), so no two rows of a batch share one and each batch's write takes
+    the JSON table; with ``--set`` every row takes the same value."""
+    return {"author": f"{PREFIX}{row['pk'] % 10**8:08d}"}
 
 
 def main(argv: Sequence[str]) -> int:
@@ -95,7 +106,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--only",
         help="comma-separated ways to run besides the one UPDATE, which always runs: "
-        "backfill_update, backfill_cursor, backfill_iterate, smart_update, smart_save",
+        "backfill_update, backfill_cursor, cursor_per_row, backfill_iterate, smart_update, "
+        "smart_save",
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of every way; each way's best time counts"
@@ -134,6 +146,10 @@ def main(argv: Sequence[str]) -> int:
         "one UPDATE": [py, __file__, "worker", "update"],
         "backfill_update": [py, str(MANAGE), "backfill_update", "blog.BlogPost", "--set"],
         "backfill_cursor": [py, str(MANAGE), "backfill_cursor", "blog.BlogPost", "--set"],
+        "backfill_cursor, a value per row": [
+            *[py, str(MANAGE), "backfill_cursor", "blog.BlogPost", "--only", "author"],
+            *["--transform", "scripts.bench_mysql.numbered"],
+        ],
         "backfill_iterate": [
             *[py, str(MANAGE), "backfill_iterate", "blog.BlogPost", "--only", "author", "--set"],
         ],
@@ -218,8 +234,13 @@ def run_way(
     cur.execute("DELETE FROM backfill_worker")
     cur.execute("DELETE FROM backfill_run")
     settle(cur)
+    expected, params = "%s", [value]
     if command[2] == "worker":
         argv = [*command, "--value", value, "--sample", str(args.sample)]
+    elif "--transform" in command:
+        argv = [*command, "--progress", "none", "--restart"]
+        env = {**env, "BENCH_VALUE": value}
+        expected, params = "CONCAT(%s, LPAD(MOD(id, 100000000), 8, '0'))", [value[:24]]
     else:
         argv = [*command, f"author={value}", "--progress", "none", "--restart"]
     seconds, rss, out = run_process(argv, env)
@@ -229,10 +250,10 @@ def run_way(
         if data.get("sampled"):
             seconds = data["seconds"] * args.rows / max(1, data["rows"])
             sampled = True
-    cur.execute("SELECT COUNT(*) FROM blog_blogpost WHERE author <> %s", [value])
+    cur.execute(f"SELECT COUNT(*) FROM blog_blogpost WHERE author <> {expected}", params)
     left = cur.fetchone()[0]
     if left and not sampled:
-        raise SystemExit(f"{command[2:4]}: {left} rows do not hold {value!r}")
+        raise SystemExit(f"{command[2:4]}: {left} rows do not hold {value!r} ({expected})")
     return seconds, rss, sampled
 
 
