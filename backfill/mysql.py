@@ -227,6 +227,12 @@ def table_rows(connection: BaseDatabaseWrapper, table: str) -> int:
     return int(row[0] or 0) if row else 0
 
 
+def replica_status(mariadb: bool, version: tuple[int, ...]) -> str:
+    """The statement that shows a replica's state: ``SHOW REPLICA STATUS`` (MariaDB 10.5.1+,
+    MySQL 8.0.22+), or its older name on MySQL 8.0.19 to 8.0.21."""
+    return "SHOW SLAVE STATUS" if not mariadb and version < (8, 0, 22) else "SHOW REPLICA STATUS"
+
+
 def replica_lag(alias: str) -> float:
     """How far the replica at ``alias`` is behind, in seconds (0 when it is no replica).
 
@@ -235,7 +241,9 @@ def replica_lag(alias: str) -> float:
     """
     connection = connections[alias]
     with connection.cursor() as cursor:
-        cursor.execute("SHOW REPLICA STATUS")
+        version = getattr(connection, "mysql_version", ())  # Django's MySQL backend has it
+        statement = replica_status(is_mariadb(connection), version)
+        cursor.execute(statement)
         names = [column[0] for column in cursor.description or ()]
         rows = cursor.fetchall()
     worst = 0.0
@@ -244,7 +252,7 @@ def replica_lag(alias: str) -> float:
         lag = status.get("Seconds_Behind_Master", status.get("Seconds_Behind_Source"))
         if lag is None:
             raise DatabaseError(
-                f"replication on {alias!r} is not running (SHOW REPLICA STATUS: "
+                f"replication on {alias!r} is not running ({statement}: "
                 f"IO {status.get('Slave_IO_Running', status.get('Replica_IO_Running'))}, "
                 f"SQL {status.get('Slave_SQL_Running', status.get('Replica_SQL_Running'))})"
             )

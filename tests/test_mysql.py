@@ -223,6 +223,14 @@ def test_replica_aliases_are_asked_show_replica_status(settings: Any) -> None:
     assert not recorder.of(events.Waiting)
 
 
+def test_mysql_before_8_0_22_is_asked_by_the_statements_older_name() -> None:
+    # SHOW REPLICA STATUS came with MySQL 8.0.22; MariaDB has had it since 10.5.1.
+    assert mysql.replica_status(False, (8, 0, 19)) == "SHOW SLAVE STATUS"
+    assert mysql.replica_status(False, (8, 0, 22)) == "SHOW REPLICA STATUS"
+    assert mysql.replica_status(True, (10, 11, 6)) == "SHOW REPLICA STATUS"
+    assert mysql.replica_status(True, connection.mysql_version) == "SHOW REPLICA STATUS"
+
+
 def test_vacuum_every_says_it_has_no_meaning_here() -> None:
     make_counters(5)
     recorder = Recorder()
