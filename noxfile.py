@@ -2,11 +2,14 @@
 
     nox                     every session (make test-matrix)
     nox -t extra            what .ci/run adds to `make test`: 6.0 on SQLite, 6.1 on PostgreSQL
+                            and on MariaDB
     nox -s "tests-6.1-py3.13-postgres"
 
 Interpreters come from pyenv's versions directory when PATH does not have them (CI starts with
-a PATH that may not); nothing is downloaded. PostgreSQL is chosen by scripts/pgcluster.py as for
-`make test`, with a database of each session's own, so sessions never share one.
+a PATH that may not); nothing is downloaded. PostgreSQL is chosen by scripts/pgcluster.py and
+MariaDB by scripts/mariadbserver.py, as for `make test`, with a database of each session's own,
+so sessions never share one. A MariaDB session also installs mysqlclient
+(requirements-mysql.txt), which builds against libmariadb (pkg-config, libmariadb-dev).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ ROOT = Path(__file__).resolve().parent
 # Django 5.2 from requirements.txt).
 COMBINATIONS = [("5.2", "3.11"), ("6.0", "3.12"), ("6.1", "3.13")]
 DEFAULT = COMBINATIONS[0]
-DATABASES = ("postgres", "sqlite")
+DATABASES = ("postgres", "sqlite", "mariadb")
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
@@ -48,10 +51,11 @@ def _add_pyenv_interpreters() -> None:
 _add_pyenv_interpreters()
 
 
-def _postgres_env(suffix: str) -> dict[str, str]:
-    """A database of this session's own: DATABASE_URL's name (or `backfill`) plus a suffix."""
+def _server_env(suffix: str, schemes: tuple[str, ...]) -> dict[str, str]:
+    """A database of this session's own: DATABASE_URL's name (or `backfill`) plus a suffix.
+    DATABASE_URL counts only when its scheme starts with one of ``schemes``."""
     url = os.environ.get("DATABASE_URL", "")
-    if urlsplit(url).scheme.startswith("postgres"):
+    if urlsplit(url).scheme.startswith(schemes):
         parts = urlsplit(url)
         name = parts.path.lstrip("/") or "backfill"
         return {"DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}_{suffix}"))}
@@ -66,9 +70,16 @@ def _make_session(django: str, database: str) -> object:
         # The wheel test does not depend on the session: `make test` runs it once.
         pytest = ["python", "-m", "pytest", "-m", "not package", *session.posargs]
         if database == "postgres":
-            session.run(
-                "python", "scripts/pgcluster.py", "run", "--", *pytest, env=_postgres_env(suffix)
-            )
+            env = _server_env(suffix, ("postgres",))
+            session.run("python", "scripts/pgcluster.py", "run", "--", *pytest, env=env)
+        elif database == "mariadb":
+            try:
+                session.install("-r", "requirements-mysql.txt")
+            except nox.command.CommandFailed:
+                # As make test-mariadb: one line, not a failure.
+                session.skip("mysqlclient did not build (install pkg-config and libmariadb-dev)")
+            env = _server_env(suffix, ("mysql",))
+            session.run("python", "scripts/mariadbserver.py", "run", "--", *pytest, env=env)
         else:
             url = f"sqlite:///{ROOT / f'.nox-{suffix}.sqlite3'}"
             session.run(*pytest, env={"DATABASE_URL": url})
@@ -81,10 +92,11 @@ def _next_minor(version: str) -> str:
     return f"{major}.{int(minor) + 1}"
 
 
-# What CI runs after `make test` (tag "extra"): each newer Django once, on one database each,
-# so that every Django and every database meet; the other two sessions (tag "more") run with
-# a bare `make test-matrix`. A whole-suite session takes 4-5 minutes, and CI has 30 in all.
-EXTRA = {("6.0", "sqlite"), ("6.1", "postgres")}
+# What CI runs after `make test` (tag "extra"): each newer Django on at least one database, and
+# MariaDB with the Django that needs its newest version (6.1: MariaDB 10.11); the other three
+# sessions (tag "more") run with a bare `make test-matrix`. A whole-suite session takes 4-5
+# minutes, and CI has 30 in all.
+EXTRA = {("6.0", "sqlite"), ("6.1", "postgres"), ("6.1", "mariadb")}
 
 
 def _tag(django: str, python: str, database: str) -> str:

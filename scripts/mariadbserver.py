@@ -8,7 +8,8 @@ runs the command with DATABASE_URL pointing at a MySQL/MariaDB server, chosen in
 0. BACKFILL_TEST_FORCE_THROWAWAY=1: always a throwaway server (3.);
 1. DATABASE_URL, when it is a MySQL URL (mysql://, mysql2://, mysqlgis://);
 2. the server at 127.0.0.1:3306 (user root, no password), when it answers within 2 seconds;
-   the command gets database `backfill` there;
+   the command gets database `backfill` there (BACKFILL_TEST_DBNAME names another, as for
+   scripts/pgcluster.py, so that the nox sessions each have their own; also in 3.);
 3. a throwaway server (`mariadb-install-db` into a temporary directory, `mariadbd` on a free
    port of 127.0.0.1), stopped and removed when the command ends, when the binaries exist;
    as root, it runs as an unprivileged user (`nobody` unless BACKFILL_TEST_MARIADB_USER says);
@@ -38,6 +39,11 @@ LOCAL = ("127.0.0.1", 3306)
 TEST_DATABASE = "backfill"
 PROBE_TIMEOUT_SECONDS = 2
 START_TIMEOUT_SECONDS = 60
+
+
+def database_name(env: Mapping[str, str]) -> str:
+    """The database the command gets on the local server or a throwaway one."""
+    return env.get("BACKFILL_TEST_DBNAME", "").strip() or TEST_DATABASE
 
 
 def describe(url: str) -> str:
@@ -93,8 +99,8 @@ class Throwaway:
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
         self.process: subprocess.Popen[bytes] | None = None
 
-    def url(self) -> str:
-        return f"mysql://root@127.0.0.1:{self.port}/{TEST_DATABASE}"
+    def url(self, database: str = TEST_DATABASE) -> str:
+        return f"mysql://root@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> Throwaway:
         data = self.dir / "data"
@@ -159,7 +165,7 @@ def choose(env: Mapping[str, str]) -> tuple[str, str | None]:
     if urlsplit(url).scheme in MYSQL_SCHEMES and not forced:
         return "env", url
     if not forced and probe(*LOCAL):
-        return "local", f"mysql://root@{LOCAL[0]}:{LOCAL[1]}/{TEST_DATABASE}"
+        return "local", f"mysql://root@{LOCAL[0]}:{LOCAL[1]}/{database_name(env)}"
     if (find("mariadb-install-db") or find("mysql_install_db")) and (
         find("mariadbd") or find("mysqld")
     ):
@@ -178,7 +184,7 @@ def run(command: Sequence[str]) -> int:
     server: Throwaway | None = None
     if how == "throwaway":
         server = Throwaway().start()
-        url = server.url()
+        url = server.url(database_name(os.environ))
     assert url is not None
     where = {"env": "from DATABASE_URL", "local": "at 127.0.0.1:3306", "throwaway": "throwaway"}
     print(f"mariadbserver: MariaDB {describe(url)} {where[how]}", file=sys.stderr, flush=True)
