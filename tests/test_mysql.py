@@ -228,7 +228,7 @@ def test_mysql_before_8_0_22_is_asked_by_the_statements_older_name() -> None:
     assert mysql.replica_status(False, (8, 0, 19)) == "SHOW SLAVE STATUS"
     assert mysql.replica_status(False, (8, 0, 22)) == "SHOW REPLICA STATUS"
     assert mysql.replica_status(True, (10, 11, 6)) == "SHOW REPLICA STATUS"
-    assert mysql.replica_status(True, connection.mysql_version) == "SHOW REPLICA STATUS"
+    assert mysql.replica_status(True, connection.mysql_version) == "SHOW REPLICA STATUS"  # type: ignore[attr-defined]
 
 
 def test_vacuum_every_says_it_has_no_meaning_here() -> None:
