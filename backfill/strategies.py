@@ -75,15 +75,16 @@ class IsDistinctFrom(Func):
     def as_mysql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         # MySQL's NULL-safe equality is <=>. Text compares as bytes: the usual collations
         # are case- and trailing-space-insensitive, and would call 'Ann' and 'ann ' equal.
+        # Values that differ under the collation differ as bytes too, so the cheaper
+        # collation test goes first and only the rows it calls equal are cast (about 1 s of
+        # a 4M-row UPDATE's 11 s on MariaDB; docs/mysql.md).
         lhs, rhs = self.get_source_expressions()
-        sql = []
-        params: list[Any] = []
-        text = isinstance(lhs.output_field, (models.CharField, models.TextField))
-        for side in (lhs, rhs):
-            side_sql, side_params = compiler.compile(side)
-            sql.append(f"CAST({side_sql} AS BINARY)" if text else side_sql)
-            params.extend(side_params)
-        return f"NOT ({sql[0]} <=> {sql[1]})", params
+        (lhs_sql, lhs_params), (rhs_sql, rhs_params) = map(compiler.compile, (lhs, rhs))
+        differs = f"NOT ({lhs_sql} <=> {rhs_sql})"
+        if not isinstance(lhs.output_field, (models.CharField, models.TextField)):
+            return differs, [*lhs_params, *rhs_params]
+        as_bytes = f"NOT (CAST({lhs_sql} AS BINARY) <=> CAST({rhs_sql} AS BINARY))"
+        return f"({differs} OR {as_bytes})", [*lhs_params, *rhs_params] * 2
 
 
 def holds_mutable(field: models.Field[Any, Any]) -> bool:

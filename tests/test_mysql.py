@@ -223,6 +223,23 @@ def test_replica_aliases_are_asked_show_replica_status(settings: Any) -> None:
     assert not recorder.of(events.Waiting)
 
 
+def test_update_writes_text_that_differs_only_in_case_or_trailing_spaces() -> None:
+    # The column's collation calls all four equal to "ann"; only the last is.
+    SparseItem.objects.bulk_create(
+        SparseItem(id=i, name=name) for i, name in enumerate(["Ann", "ann ", "ANN", "ann"], 1)
+    )
+
+    with CaptureQueriesContext(connection) as queries:
+        result = backfill.update(SparseItem.objects.all(), set={"name": "ann"}, batch_size=10)
+
+    assert result.rows_changed == 3
+    names = SparseItem.objects.order_by("id").values_list("name", flat=True)
+    assert [name.encode() for name in names] == [b"ann"] * 4
+    (sql,) = [q["sql"] for q in queries if q["sql"].startswith("UPDATE `testapp_sparseitem`")]
+    assert "AS BINARY" in sql and " OR " in sql  # the collation test first, then the bytes
+    assert backfill.update(SparseItem.objects.all(), set={"name": "ann"}).rows_changed == 0
+
+
 def test_mysql_before_8_0_22_is_asked_by_the_statements_older_name() -> None:
     # SHOW REPLICA STATUS came with MySQL 8.0.22; MariaDB has had it since 10.5.1.
     assert mysql.replica_status(False, (8, 0, 19)) == "SHOW SLAVE STATUS"
