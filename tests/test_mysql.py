@@ -23,7 +23,7 @@ from example_site.blog.models import BlogPost
 from tests.conftest import database_url
 from tests.run_support import FakeClock, Recorder, make_counters
 from tests.sessions import connect
-from tests.support import run
+from tests.support import run, updates_of
 from tests.test_safety import run_kind
 from tests.testapp.models import Attachment, CodeItem, Counter, SparseItem
 
@@ -235,7 +235,7 @@ def test_update_writes_text_that_differs_only_in_case_or_trailing_spaces() -> No
     assert result.rows_changed == 3
     names = SparseItem.objects.order_by("id").values_list("name", flat=True)
     assert [name.encode() for name in names] == [b"ann"] * 4
-    (sql,) = [q["sql"] for q in queries if q["sql"].startswith("UPDATE `testapp_sparseitem`")]
+    (sql,) = updates_of(queries.captured_queries, SparseItem._meta.db_table)
     assert "AS BINARY" in sql and " OR " in sql  # the collation test first, then the bytes
     assert backfill.update(SparseItem.objects.all(), set={"name": "ann"}).rows_changed == 0
 
@@ -301,15 +301,6 @@ def test_a_zero_divisor_fails_even_when_the_session_would_give_null() -> None:
     assert list(SparseItem.objects.order_by("id").values_list("views", flat=True)) == [5, 0]
 
 
-def writes_to(table: str, queries: CaptureQueriesContext) -> list[str]:
-    """The UPDATE statements of ``table`` in the query log, in order."""
-    return [
-        q["sql"]
-        for q in queries.captured_queries
-        if q["sql"].startswith("UPDATE") and f"`{table}`" in q["sql"]
-    ]
-
-
 def write_counters(changes: list[tuple[int, dict[str, Any]]]) -> str:
     """Write ``changes`` to Counter in one bulk statement under strict mode (as every chunk
     runs), without the value checks that run before it; the statement's SQL."""
@@ -317,7 +308,7 @@ def write_counters(changes: list[tuple[int, dict[str, Any]]]) -> str:
         with connection.cursor() as cursor:
             cursor.execute("SET SESSION sql_mode = 'STRICT_TRANS_TABLES'")
         BulkWriter(Counter, connection).write(changes)
-    (sql,) = writes_to(TABLE, queries)
+    (sql,) = updates_of(queries.captured_queries, TABLE)
     return sql
 
 
@@ -365,7 +356,7 @@ def test_long_text_and_chunks_too_big_for_memory_keep_the_plain_join() -> None:
         BulkWriter(BlogPost, connection).write(
             [(p.pk, {"title": t}) for p, t in zip(posts, titles, strict=True)]
         )
-    (sql,) = writes_to(BlogPost._meta.db_table, queries)
+    (sql,) = updates_of(queries.captured_queries, BlogPost._meta.db_table)
     assert "STRAIGHT_JOIN" not in sql and "longtext" in sql  # title is varchar(255)
     assert list(BlogPost.objects.order_by("pk").values_list("title", flat=True)) == titles
 
@@ -386,7 +377,7 @@ def test_rows_sharing_their_new_values_are_listed_by_key_and_only_they_are_writt
             batch_size=100,
         )
 
-    (sql,) = writes_to(TABLE, queries)
+    (sql,) = updates_of(queries.captured_queries, TABLE)
     changed = [pk for pk in pks if pk != pks[1]]
     # The batch's key range drives; the list filters it (no index lookup per key).
     key = f"`{TABLE}`.`id`"
@@ -419,10 +410,12 @@ def test_rows_with_different_values_or_past_the_key_limit_keep_the_json_table(
     with CaptureQueriesContext(connection) as text_keys:  # a key that is not a whole number
         backfill.cursor(CodeItem.objects.all(), set={"name": "m"}, batch_size=100)
 
-    assert ["JSON_TABLE" in sql for sql in writes_to(TABLE, queries)] == [True]
-    assert ["JSON_TABLE" in sql for sql in writes_to(TABLE, more)] == [True]
+    assert ["JSON_TABLE" in sql for sql in updates_of(queries.captured_queries, TABLE)] == [True]
+    assert ["JSON_TABLE" in sql for sql in updates_of(more.captured_queries, TABLE)] == [True]
     code_table = CodeItem._meta.db_table
-    assert ["JSON_TABLE" in sql for sql in writes_to(code_table, text_keys)] == [True]
+    assert ["JSON_TABLE" in sql for sql in updates_of(text_keys.captured_queries, code_table)] == [
+        True
+    ]
     assert set(CodeItem.objects.values_list("name", flat=True)) == {"m"}
     assert dict(Counter.objects.values_list("pk", "name")) == {
         pk: "odd" if pk % 2 else "even" for pk in pks
@@ -455,7 +448,7 @@ def test_bytes_and_null_are_stored_exactly_on_either_write_path(shared: bool) ->
         backfill.cursor(Attachment.objects.filter(name="a1"), set={"data": None})
 
     table = Attachment._meta.db_table
-    first, null = writes_to(table, queries)
+    first, null = updates_of(queries.captured_queries, table)
     assert ("JSON_TABLE" not in first) == shared and "FROM_BASE64" in first
     assert "JSON_TABLE" not in null  # one row shares its value with itself
     stored = {
@@ -541,7 +534,7 @@ def test_a_batch_is_written_while_the_transform_works_on_the_next(
     assert seen == {pks[0]: ("", 0), pks[2]: ("UPDATE", 2), pks[4]: ("UPDATE", 4)}
     # One bulk statement per read batch, each bounded to its batch's keys, in the query log
     # (every row takes hits 1: listed by key, not joined to a JSON table).
-    writes = writes_to(TABLE, queries)
+    writes = updates_of(queries.captured_queries, TABLE)
     assert len(writes) == 3 and not any("JSON_TABLE" in sql for sql in writes)
     assert all(f"`{TABLE}`.`id` <= {pk}" in sql for sql, pk in zip(writes, pks[1::2], strict=True))
     assert result.rows_changed == 6
