@@ -525,12 +525,7 @@ def _update_shared(
         f"AND ({key} + 0) IN %s{where}"
     )
     # The keys as one list parameter: mysqlclient quotes it as "(k1,k2,…)".
-    params = [*values, min(keys), max(keys), keys, *bound_params]
-    if send is not None and send(sql, params):
-        return 1
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-    return 1
+    return _run(connection, sql, [*values, min(keys), max(keys), keys, *bound_params], send)
 
 
 def _carried(
@@ -573,8 +568,13 @@ def _execute(
         return _execute(connection, sql, items[:half], bound_params, send) + _execute(
             connection, sql, items[half:], bound_params, send
         )
-    if send is not None and send(sql, [document, *bound_params]):
+    return _run(connection, sql, [document, *bound_params], send)
+
+
+def _run(connection: BaseDatabaseWrapper, sql: str, params: list[Any], send: Send | None) -> int:
+    """One write statement: offered to ``send`` first, else run now; returns 1 (statements)."""
+    if send is not None and send(sql, params):
         return 1
     with connection.cursor() as cursor:
-        cursor.execute(sql, [document, *bound_params])
+        cursor.execute(sql, params)
     return 1
